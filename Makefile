@@ -1,0 +1,39 @@
+# The README's two commands: `make quickstart` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast quickstart lint format bench-cpu clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Full suite, slow real-weight tests included (they need EMBEDDINGGEMMA_300M; .ci/run sets it).
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+
+quickstart: $(STAMP)
+	$(PY) -m embeddinggemma_jax.quickstart
+
+lint: $(STAMP)
+	$(PY) -m ruff check embeddinggemma_jax tests bench configs
+	$(PY) -m ruff format --check embeddinggemma_jax tests bench configs
+
+format: $(STAMP)
+	$(PY) -m ruff format embeddinggemma_jax tests bench configs
+	$(PY) -m ruff check --fix embeddinggemma_jax tests bench configs
+
+bench-cpu: $(STAMP)
+	$(PY) bench/embed_cpu.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""EmbeddingGemma in JAX/Flax."""

@@ -1,0 +1,40 @@
+"""Shared fixtures. Real-weight tests need EMBEDDINGGEMMA_300M (set by .ci/run); under CI a missing
+checkpoint is a failure, not a skip."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TOKENIZER = REPO.parent / "shared" / "data" / "gemma3-tokenizer" / "tokenizer.model"
+
+
+def _require(what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is required in CI (see .ci/run)")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def real_checkpoint() -> Path:
+    """The released google/embeddinggemma-300m sentence-transformers folder."""
+    path = os.environ.get("EMBEDDINGGEMMA_300M")
+    if not path or not Path(path, "model.safetensors").exists():
+        _require("EMBEDDINGGEMMA_300M (run ../shared/tools/fetch-embeddinggemma)")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer_model(real_checkpoint_or_none) -> Path:
+    """Path to the real Gemma 3 SentencePiece model."""
+    for p in (SHARED_TOKENIZER, real_checkpoint_or_none and real_checkpoint_or_none / "tokenizer.model"):
+        if p and Path(p).exists():
+            return Path(p)
+    _require("the Gemma 3 tokenizer.model")
+
+
+@pytest.fixture(scope="session")
+def real_checkpoint_or_none() -> Path | None:
+    path = os.environ.get("EMBEDDINGGEMMA_300M")
+    return Path(path) if path and Path(path, "model.safetensors").exists() else None
