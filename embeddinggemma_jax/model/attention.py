@@ -1,0 +1,142 @@
+"""Attention kernels behind one function, chosen per layer type, length and backend.
+
+All kernels compute the same thing: grouped-query softmax attention where query i may see key j
+iff the layer's structure allows it (`ModelConfig.attends`) and key j is not padding. Rows with no
+visible key (padding queries far from any token) return zeros in every kernel.
+
+  xla     masked dense attention, O(T^2); the reference.
+  banded  local layers only: blocks of (window - 1) queries attend to their own and the two
+          neighbouring key blocks, O(T * window); exactly equal to `xla` on every visible row.
+  cudnn   jax.nn.dot_product_attention(implementation="cudnn") for layers whose mask is padding
+          only (global layers, local layers no longer than the window); GPU, bfloat16.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from embeddinggemma_jax.model.config import GLOBAL, LOCAL, ModelConfig
+from embeddinggemma_jax.model.layers import precision_for
+
+ATTENTION_IMPLS = ("auto", "xla", "banded", "cudnn")
+_MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def choose_impl(
+    config: ModelConfig, layer_type: str, length: int, backend: str | None = None
+) -> str:
+    """The kernel for one layer at padded length `length` on `backend` (default: jax's)."""
+    if config.attention_impl not in ATTENTION_IMPLS:
+        raise ValueError(
+            f"attention_impl must be one of {ATTENTION_IMPLS}, got {config.attention_impl!r}"
+        )
+    padding_only = layer_type == GLOBAL or (config.bidirectional and length <= config.window)
+    if config.attention_impl != "auto":
+        impl = config.attention_impl
+        if impl == "banded" and layer_type != LOCAL:
+            return "cudnn" if backend == "gpu" and _cudnn_ok(config) else "xla"
+        if impl == "cudnn" and not padding_only:
+            return "banded"
+        return impl
+    backend = backend or jax.default_backend()
+    if padding_only and backend == "gpu" and _cudnn_ok(config):
+        return "cudnn"
+    if layer_type == LOCAL and length > 2 * config.window:
+        return "banded"
+    return "xla"
+
+
+def _cudnn_ok(config: ModelConfig) -> bool:
+    return config.dtype == "bfloat16" and config.attn_logit_softcap is None and config.bidirectional
+
+
+def attention(
+    q_btnh: jax.Array,
+    k_bskh: jax.Array,
+    v_bskh: jax.Array,
+    kv_mask_bs: jax.Array,
+    *,
+    config: ModelConfig,
+    layer_type: str,
+) -> jax.Array:
+    """Self-attention over one sequence axis (T == S). Returns: [B, T, N, H] in q's dtype."""
+    impl = choose_impl(config, layer_type, q_btnh.shape[1])
+    if impl == "banded":
+        return _banded(q_btnh, k_bskh, v_bskh, kv_mask_bs, config)
+    if impl == "cudnn":
+        lengths = kv_mask_bs.sum(-1).astype(jnp.int32)
+        return jax.nn.dot_product_attention(
+            q_btnh,
+            k_bskh,
+            v_bskh,
+            scale=config.query_pre_attn_scalar**-0.5,
+            query_seq_lengths=lengths,
+            key_value_seq_lengths=lengths,
+            implementation="cudnn",
+        )
+    positions = jnp.arange(q_btnh.shape[1])
+    structure_ts = _structure(config, layer_type, positions, positions)
+    mask_bts = structure_ts[None] & kv_mask_bs[:, None, :]
+    return _masked_softmax_attention(q_btnh, k_bskh, v_bskh, mask_bts, config)
+
+
+def _structure(config: ModelConfig, layer_type: str, q_pos, k_pos) -> jax.Array:
+    """jnp twin of ModelConfig.attends, usable under jit."""
+    dist = q_pos[..., :, None] - k_pos[..., None, :]
+    ok = jnp.ones(dist.shape, bool) if config.bidirectional else dist >= 0
+    if layer_type == LOCAL:
+        ok &= jnp.abs(dist) < config.window
+    return ok
+
+
+def _masked_softmax_attention(q, k, v, mask, config: ModelConfig) -> jax.Array:
+    """Dense GQA attention on arbitrary leading axes.
+
+    q: [..., T, N, H]; k, v: [..., S, K, H]; mask: [..., T, S] bool. Returns [..., T, N, H].
+    """
+    *lead, t, n, h = q.shape
+    kv_heads = k.shape[-2]
+    q = q.reshape(*lead, t, kv_heads, n // kv_heads, h)
+    logits = jnp.einsum(
+        "...TKGH,...SKH->...KGTS",
+        q,
+        k,
+        preferred_element_type=jnp.float32,
+        precision=precision_for(config.dtype),
+    )
+    logits = logits * config.query_pre_attn_scalar**-0.5
+    if config.attn_logit_softcap is not None:
+        cap = config.attn_logit_softcap
+        logits = jnp.tanh(logits / cap) * cap
+    mask = mask[..., None, None, :, :]
+    probs = jax.nn.softmax(jnp.where(mask, logits, _MASKED), axis=-1)
+    probs = jnp.where(mask.any(-1, keepdims=True), probs, 0.0).astype(v.dtype)
+    out = jnp.einsum("...KGTS,...SKH->...TKGH", probs, v, precision=precision_for(config.dtype))
+    return out.reshape(*lead, t, n, h)
+
+
+def _banded(q_btnh, k_bskh, v_bskh, kv_mask_bs, config: ModelConfig) -> jax.Array:
+    """Local attention in blocks of `window - 1`: every key with |i - j| < window lies in the
+    query's block or one of its two neighbours (causal: the block or the previous one)."""
+    b, t, n, h = q_btnh.shape
+    blk = max(config.window - 1, 1)
+    nb = -(-t // blk)
+    pad = nb * blk - t
+
+    def blocks(x):  # [B, T, ...] -> [B, nb, blk, ...]
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+        return x.reshape(b, nb, blk, *x.shape[2:])
+
+    def neighbours(x):  # [B, nb, blk, ...] -> [B, nb, 3 * blk, ...]: blocks n-1, n, n+1
+        x = jnp.pad(x, [(0, 0), (1, 1)] + [(0, 0)] * (x.ndim - 2))
+        return jnp.concatenate([x[:, :-2], x[:, 1:-1], x[:, 2:]], axis=2)
+
+    q = blocks(q_btnh)
+    k, v, kv_mask = (neighbours(blocks(x)) for x in (k_bskh, v_bskh, kv_mask_bs))
+    block_start = jnp.arange(nb) * blk
+    q_pos = block_start[:, None] + jnp.arange(blk)  # [nb, blk]
+    k_pos = block_start[:, None] - blk + jnp.arange(3 * blk)  # [nb, 3 blk]
+    mask = _structure(config, LOCAL, q_pos, k_pos)[None] & kv_mask[:, :, None, :]
+    out = _masked_softmax_attention(q, k, v, mask, config)
+    return out.reshape(b, nb * blk, n, h)[:, :t]

@@ -1,0 +1,48 @@
+"""Embedding head: mean pooling, bias-free dense projections, L2 normalisation, Matryoshka."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from embeddinggemma_jax.model.config import ModelConfig
+from embeddinggemma_jax.model.layers import Einsum
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """x / max(||x||, eps) along the last axis, in float32 (as torch.nn.functional.normalize)."""
+    x = x.astype(jnp.float32)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def truncate(emb_be: jax.Array, dim: int | None) -> jax.Array:
+    """Matryoshka: the first `dim` dimensions, re-normalised. Returns [B, dim] float32."""
+    if dim is None or dim == emb_be.shape[-1]:
+        return l2_normalize(emb_be)
+    if not 0 < dim <= emb_be.shape[-1]:
+        raise ValueError(f"dim must be in 1..{emb_be.shape[-1]}, got {dim}")
+    return l2_normalize(emb_be[..., :dim])
+
+
+def mean_pool(x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
+    """Mean over real tokens (prompt included), in float32. Returns [B, D]."""
+    m = mask_bt.astype(jnp.float32)[..., None]
+    total = jnp.sum(x_btd.astype(jnp.float32) * m, axis=-2)
+    return total / jnp.maximum(jnp.sum(m, axis=-2), 1e-9)
+
+
+class EmbeddingHead(nn.Module):
+    """Token states [B, T, D] -> embeddings [B, E] float32, L2-normalised."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_btd: jax.Array, mask_bt: jax.Array) -> jax.Array:
+        cfg = self.config
+        h = mean_pool(x_btd, mask_bt).astype(cfg.dtype)
+        dims = (cfg.embed_dim, *cfg.head_dims)
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+            axes = ("embed", "mlp") if i % 2 == 0 else ("mlp", "embed")
+            h = Einsum((d_in, d_out), "BD,DE->BE", axes, cfg.dtype, name=f"dense_{i}")(h)
+        return l2_normalize(h)

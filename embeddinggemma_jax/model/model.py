@@ -1,0 +1,61 @@
+"""EmbeddingGemma: the bidirectional Gemma 3 encoder plus the embedding head."""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from embeddinggemma_jax.model.config import ModelConfig
+from embeddinggemma_jax.model.head import EmbeddingHead
+from embeddinggemma_jax.model.transformer import Transformer
+
+
+class EmbeddingGemma(nn.Module):
+    """tokens [B, T] (+ mask) -> embeddings [B, E] float32, L2-normalised.
+
+    Parameters: {"encoder": Transformer params, "head": {"dense_i": {"w"}}}.
+    """
+
+    config: ModelConfig
+
+    def setup(self):
+        self.encoder = Transformer(self.config)
+        self.head = EmbeddingHead(self.config)
+
+    def __call__(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None) -> jax.Array:
+        mask_bt = self._mask(tokens_bt, mask_bt)
+        return self.head(self.encoder(tokens_bt, mask_bt), mask_bt)
+
+    def token_states(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None) -> jax.Array:
+        """Final-normed encoder states [B, T, D] in the compute dtype."""
+        return self.encoder(tokens_bt, self._mask(tokens_bt, mask_bt))
+
+    def _mask(self, tokens_bt, mask_bt):
+        return (tokens_bt != self.config.pad_id) if mask_bt is None else mask_bt.astype(bool)
+
+
+def _init(config: ModelConfig, rng: jax.Array):
+    tokens = jnp.ones((1, 8), jnp.int32)
+    return EmbeddingGemma(config).init(rng, tokens)["params"]
+
+
+def _abstract_init(config: ModelConfig):
+    return jax.eval_shape(functools.partial(_init, config), jax.random.key(0))
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> dict:
+    """Randomly initialised parameters: a plain pytree of float32 arrays."""
+    return nn.meta.unbox(_init(config, rng))
+
+
+def param_shapes(config: ModelConfig) -> dict:
+    """Parameter shapes (jax.ShapeDtypeStruct pytree) without allocating anything."""
+    return nn.meta.unbox(_abstract_init(config))
+
+
+def param_logical_axes(config: ModelConfig) -> dict:
+    """Pytree of PartitionSpecs of logical axis names, matching `init_params`' structure."""
+    return nn.get_partition_spec(_abstract_init(config))

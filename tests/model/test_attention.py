@@ -1,0 +1,65 @@
+"""Attention kernels: banded local attention equals the masked reference; the chooser picks what
+it should per backend and length."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from embeddinggemma_jax.model import GLOBAL, LOCAL, ModelConfig
+from embeddinggemma_jax.model.attention import (
+    _banded,
+    _masked_softmax_attention,
+    _structure,
+    choose_impl,
+)
+
+
+def _inputs(config, t, lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    b, n, k, h = len(lengths), config.num_heads, config.num_kv_heads, config.head_dim
+    q = rng.normal(size=(b, t, n, h)).astype(np.float32)
+    kk = rng.normal(size=(b, t, k, h)).astype(np.float32)
+    v = rng.normal(size=(b, t, k, h)).astype(np.float32)
+    mask = np.arange(t)[None, :] < np.asarray(lengths)[:, None]
+    return q, kk, v, mask
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("t", [3, 5, 6, 7, 12, 13, 31])
+def test_banded_equals_masked_reference(t, bidirectional):
+    config = ModelConfig.tiny(bidirectional=bidirectional)  # window 6 (bidirectional) / 10 (causal)
+    lengths = [t, max(1, t - 4), 1]
+    q, k, v, mask = _inputs(config, t, lengths)
+    pos = jnp.arange(t)
+    full_mask = _structure(config, LOCAL, pos, pos)[None] & mask[:, None, :]
+    ref = _masked_softmax_attention(q, k, v, full_mask, config)
+    out = _banded(q, k, v, mask, config)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5, rtol=0)
+
+
+def test_structure_matches_config_rule():
+    config = ModelConfig.embeddinggemma_300m()
+    assert config.window == 257  # from sliding_window=512, as transformers derives it
+    pos = np.arange(600)
+    ours = np.asarray(_structure(config, LOCAL, jnp.asarray(pos), jnp.asarray(pos)))
+    np.testing.assert_array_equal(ours, config.attends(LOCAL, pos, pos))
+    assert ours[0, 256] and not ours[0, 257] and ours[300, 44] and not ours[300, 43]
+    assert np.asarray(_structure(config, GLOBAL, jnp.asarray(pos), jnp.asarray(pos))).all()
+
+
+def test_chooser():
+    cfg = ModelConfig.embeddinggemma_300m()
+    bf16 = cfg.replace(dtype="bfloat16")
+    assert choose_impl(bf16, GLOBAL, 512, "gpu") == "cudnn"
+    assert choose_impl(bf16, LOCAL, 256, "gpu") == "cudnn"  # within the window local == global
+    assert choose_impl(bf16, LOCAL, 2048, "gpu") == "banded"
+    assert choose_impl(cfg, GLOBAL, 512, "gpu") == "xla"  # cuDNN needs bf16
+    assert choose_impl(cfg, LOCAL, 2048, "cpu") == "banded"
+    assert choose_impl(cfg, LOCAL, 512, "cpu") == "xla"
+    assert choose_impl(cfg, GLOBAL, 2048, "cpu") == "xla"
+    assert choose_impl(cfg, GLOBAL, 2048, "tpu") == "xla"
+    assert choose_impl(cfg.replace(attention_impl="banded"), GLOBAL, 2048, "cpu") == "xla"
+    with pytest.raises(ValueError, match="attention_impl"):
+        choose_impl(cfg.replace(attention_impl="flash"), LOCAL, 8, "cpu")
+    assert jax.default_backend() == "cpu"
