@@ -13,9 +13,23 @@ from embeddinggemma_jax.eval.metrics import (
     sts_scores,
     summarization_scores,
 )
+from embeddinggemma_jax.eval.tasks import (
+    BUILTIN_TASKS,
+    Task,
+    TaskDataError,
+    TruncatingEncoder,
+    get_task,
+    load_task,
+)
 
 __all__ = [
+    "BUILTIN_TASKS",
     "MAIN_SCORES",
+    "Task",
+    "TaskDataError",
+    "TruncatingEncoder",
+    "get_task",
+    "load_task",
     "average_precision",
     "bitext_mining_scores",
     "classification_scores",
