@@ -487,7 +487,8 @@ class DataPipeline:
             "doc_max_length": cfg.doc_max_length,
             "datasets": [
                 {
-                    "path": d.path,
+                    # The label, not the path: data moved to another mount must still resume.
+                    "name": d.label,
                     "records": len(s),
                     "weight": d.weight,
                     "num_negatives": d.num_negatives,

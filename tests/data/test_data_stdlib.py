@@ -194,6 +194,16 @@ def test_beir_layout(built):
     assert manifest["beir"] == {"corpus": len(corpus), "queries": len(queries), "qrels": len(qrels)}
 
 
+def test_beir_folder_loads_as_a_retrieval_task(built):
+    from embeddinggemma_jax.eval.tasks import RetrievalTask, load_task
+
+    out, manifest = built
+    task = load_task(out / "beir")
+    assert isinstance(task, RetrievalTask)
+    assert len(task.corpus) == manifest["beir"]["corpus"]
+    assert len(task.queries) == manifest["beir"]["queries"]
+
+
 def test_deterministic_and_cached(built, tmp_path):
     out, _ = built
     again = stdlib.build(
