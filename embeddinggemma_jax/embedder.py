@@ -1,0 +1,220 @@
+"""The user-facing Embedder: texts in, L2-normalised embeddings out (sentence-transformers habits).
+
+from embeddinggemma_jax import Embedder
+m = Embedder.from_pretrained("path/or/hub-id/or/orbax-dir", dtype="bfloat16")
+q = m.encode_query(["how do I sort a list?"], dim=256)
+d = m.encode_document(["sorted(iterable) returns a new sorted list"], titles=["sorted"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from embeddinggemma_jax.interop.sentence_transformers import (
+    load_sentence_transformer,
+    resolve_model_path,
+    save_sentence_transformer,
+)
+from embeddinggemma_jax.model import EmbeddingGemma, ModelConfig, check_dtype, truncate
+from embeddinggemma_jax.text.prompts import DEFAULT_PROMPTS, document_prompt, resolve_prompt
+from embeddinggemma_jax.text.tokenizer import Tokenizer
+
+MIN_BUCKET = 16
+
+
+def bucket_lengths(max_length: int, smallest: int = MIN_BUCKET) -> tuple[int, ...]:
+    """Padded lengths a batch may take: powers of two from `smallest`, capped by max_length.
+
+    A handful of shapes bounds jit recompilation while wasting at most half of a batch on padding.
+    """
+    out, n = [], smallest
+    while n < max_length:
+        out.append(n)
+        n *= 2
+    return (*out, max_length)
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return list(texts)
+
+
+class Embedder:
+    """An EmbeddingGemma model with its tokenizer and prompt table, ready to encode."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        params: Mapping,
+        tokenizer: Tokenizer,
+        *,
+        prompts: Mapping[str, str] | None = None,
+        max_length: int = 2048,
+        tokenizer_files: str | Path | None = None,
+    ):
+        """
+        Args:
+          config: model shape and compute dtype.
+          params: {"encoder", "head"} parameters (float32 pytree).
+          tokenizer: SentencePiece tokenizer matching the embedding table.
+          prompts: prompt table (default: the released checkpoint's).
+          max_length: tokens per text including BOS/EOS; longer texts are truncated.
+          tokenizer_files: folder (or tokenizer.model) copied by `save_pretrained`.
+        """
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        self.config = config
+        self.params = jax.device_put(params)
+        self.tokenizer = tokenizer
+        self.prompts = dict(DEFAULT_PROMPTS if prompts is None else prompts)
+        self.max_length = max_length
+        self.tokenizer_files = tokenizer_files if tokenizer_files is not None else tokenizer.path
+        model = EmbeddingGemma(config)
+        self._forward = jax.jit(lambda p, t, m: model.apply({"params": p}, t, m))
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | Path,
+        *,
+        dtype: str = "float32",
+        max_length: int = 2048,
+        attention_impl: str = "auto",
+    ) -> Embedder:
+        """Loads a sentence-transformers / Hugging Face folder, a hub id, or an Orbax checkpoint
+        directory written by training (a step directory, or the workdir: latest step)."""
+        dtype = check_dtype(dtype)
+        path = resolve_model_path(path_or_id)
+        overrides = dict(dtype=dtype, attention_impl=attention_impl)
+        if not (path / "config.json").exists():
+            from embeddinggemma_jax import checkpoint
+
+            config, params, tokenizer_file, prompts = checkpoint.load_for_inference(path)
+            config = dataclasses.replace(config, **overrides)
+            return cls(
+                config,
+                params,
+                Tokenizer(tokenizer_file),
+                prompts=prompts,
+                max_length=min(max_length, config.max_length),
+            )
+        config, params, info = load_sentence_transformer(path, **overrides)
+        if info.tokenizer_file is None:
+            raise FileNotFoundError(f"{path}: no tokenizer.model (SentencePiece) in the folder")
+        if info.max_seq_length:
+            max_length = min(max_length, info.max_seq_length)
+        return cls(
+            config,
+            params,
+            Tokenizer(info.tokenizer_file),
+            prompts=info.prompts,
+            max_length=max_length,
+            tokenizer_files=path,
+        )
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Writes a sentence-transformers folder (loadable by SentenceTransformer(path))."""
+        return save_sentence_transformer(
+            path,
+            jax.device_get(self.params),
+            dataclasses.replace(self.config, dtype="float32"),
+            prompts=self.prompts,
+            max_seq_length=self.max_length,
+            tokenizer_source=self.tokenizer_files,
+        )
+
+    # -- encoding ------------------------------------------------------------------------------
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        dim: int | None = None,
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embeds texts with an optional prompt (by name from `prompts`, or literal).
+
+        Returns: [N, dim] float32, L2-normalised ([dim] for a single str).
+        """
+        single = isinstance(texts, str)
+        texts = _check_texts([texts] if single else texts)
+        prefix = resolve_prompt(self.prompts, prompt_name=prompt_name, prompt=prompt)
+        out = self._embed([prefix + t for t in texts], dim, batch_size, show_progress)
+        return out[0] if single else out
+
+    def encode_query(self, texts: str | Sequence[str], dim: int | None = None, **kw) -> np.ndarray:
+        return self.encode(texts, prompt_name="query", dim=dim, **kw)
+
+    def encode_document(
+        self,
+        texts: str | Sequence[str],
+        titles: Sequence[str | None] | None = None,
+        dim: int | None = None,
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Documents with the `title: {title} | text: ` prompt ("none" without a title)."""
+        single = isinstance(texts, str)
+        texts = _check_texts([texts] if single else texts)
+        if titles is None:
+            titles = [None] * len(texts)
+        elif single and isinstance(titles, str):
+            titles = [titles]
+        if len(titles) != len(texts):
+            raise ValueError(f"got {len(titles)} titles for {len(texts)} texts")
+        prompted = [document_prompt(title) + t for title, t in zip(titles, texts)]
+        out = self._embed(prompted, dim, batch_size, show_progress)
+        return out[0] if single else out
+
+    def _embed(
+        self, texts: list[str], dim: int | None, batch_size: int, show_progress: bool
+    ) -> np.ndarray:
+        if dim is not None and not 0 < dim <= self.config.output_dim:
+            raise ValueError(f"dim must be in 1..{self.config.output_dim}, got {dim}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.zeros((len(texts), dim or self.config.output_dim), np.float32)
+        if not texts:
+            return out
+        ids = self.tokenizer.encode(texts, max_length=self.max_length)
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        buckets = bucket_lengths(self.max_length)
+        pending = []  # keep a couple of batches in flight: host work overlaps device work
+        bar = tqdm(total=len(texts), disable=not show_progress, desc="encode", unit="text")
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            length = next(b for b in buckets if b >= len(ids[rows[0]]))
+            # Row counts are powers of two too, so a short last batch does not recompile per size.
+            padded_rows = min(batch_size, 1 << math.ceil(math.log2(len(rows))))
+            tokens, mask = self.tokenizer.pad([ids[i] for i in rows], length)
+            tokens = np.pad(tokens, [(0, padded_rows - len(rows)), (0, 0)])
+            mask = np.pad(mask, [(0, padded_rows - len(rows)), (0, 0)])
+            pending.append(
+                (rows, self._forward(self.params, jnp.asarray(tokens), jnp.asarray(mask)))
+            )
+            if len(pending) > 2:
+                self._collect(out, *pending.pop(0), dim, bar)
+        for item in pending:
+            self._collect(out, *item, dim, bar)
+        bar.close()
+        return out
+
+    @staticmethod
+    def _collect(out, rows, emb, dim, bar) -> None:
+        emb = np.asarray(emb)[: len(rows)]
+        out[rows] = emb if dim is None else np.asarray(truncate(emb, dim))
+        bar.update(len(rows))
