@@ -81,6 +81,7 @@ __all__ = [
     "Task",
     "TaskDataError",
     "TruncatingEncoder",
+    "default_cache_dir",
     "get_task",
     "load_task",
 ]
@@ -1009,7 +1010,30 @@ def humanize_bitext(min_pairs: int = 40) -> BitextMiningTask:
     return BitextMiningTask(name="humanize-bitext", sentence1=s1, sentence2=s2, subsets=subsets)
 
 
+def default_cache_dir() -> Path:
+    """Where built-in tasks are built: $EMBEDDINGGEMMA_JAX_CACHE or ~/.cache/embeddinggemma-jax."""
+    root = os.environ.get("EMBEDDINGGEMMA_JAX_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "embeddinggemma-jax"
+
+
+def stdlib_code_search(build_dir: str | os.PathLike | None = None, **build_kwargs) -> RetrievalTask:
+    """Code search over the held-out packages of the standard-library dataset
+    (`embeddinggemma_jax.data.stdlib`, the quickstart's training data): queries are docstring
+    summaries, documents are function sources titled by their module; the query prompt is the
+    one training uses (`stdlib.TASK`). Built once into `build_dir` (default: the cache dir) with
+    `build_kwargs` (default: the builder's defaults, i.e. the quickstart's split)."""
+    from embeddinggemma_jax.data import stdlib
+
+    build_dir = Path(build_dir) if build_dir is not None else default_cache_dir() / "stdlib"
+    stdlib.build(build_dir, **build_kwargs)
+    task = load_task(build_dir / "beir", task_type="Retrieval")
+    task.name = "stdlib-code-search"
+    task.query_prompt = stdlib.TASK
+    return task
+
+
 BUILTIN_TASKS: dict[str, Callable[[], Task]] = {
+    "stdlib-code-search": stdlib_code_search,
     "stdlib-docstring-classification": stdlib_docstring_classification,
     "stdlib-docstring-clustering": stdlib_docstring_clustering,
     "humanize-bitext": humanize_bitext,
