@@ -243,8 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write one id per line, line i for row i: the JSONL id field if the records "
         "have one, else the 1-based line number of the text in the input",
     )
+    parser.add_argument(
+        "--compilation-cache",
+        default=None,
+        help="folder for JAX's persistent compilation cache, so later runs skip compiling the "
+        "shapes earlier runs compiled (default: $JAX_COMPILATION_CACHE_DIR if set, else "
+        f"{_default_cache_dir()}); '' to turn it off",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
+
+
+def _default_cache_dir() -> str:
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return os.path.join(base, "embeddinggemma-jax", "xla")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -288,9 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "\n" in record_id or "\r" in record_id:
                 fail(f"{args.input}: id {record_id!r} of text {i + 1} contains a line break")
 
+    import jax
+
     from embeddinggemma_jax.embedder import Embedder
     from embeddinggemma_jax.text.prompts import resolve_prompt
 
+    cache = _default_cache_dir() if args.compilation_cache is None else args.compilation_cache
+    if cache:
+        # Each (batch, length) shape compiles the whole model: seconds per shape on a CPU.
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache))
     start = time.perf_counter()
     try:
         embedder = Embedder.from_pretrained(args.model, dtype=dtype, max_length=args.max_length)

@@ -50,7 +50,8 @@ def tiny(tmp_path_factory):
 
 
 def _run(*args) -> int:
-    return embed.main([str(a) for a in args])
+    # In-process runs leave JAX's global compilation-cache setting alone.
+    return embed.main([str(a) for a in args] + ["--compilation-cache", ""])
 
 
 TXT_TEXTS = [
@@ -247,14 +248,16 @@ def test_python_dash_m_with_progress_bar(tiny, tmp_path):
     embedder, folder = tiny
     texts = ["first text", "second text", "third"]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
-    out = tmp_path / "o.npy"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out, cache = tmp_path / "o.npy", tmp_path / "xla-cache"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     proc = subprocess.run(
         [sys.executable, "-m", "embeddinggemma_jax.embed", "--model", str(folder),
-         "--input", str(tmp_path / "in.txt"), "--output", str(out), "--prompt-name", "query"],
+         "--input", str(tmp_path / "in.txt"), "--output", str(out), "--prompt-name", "query",
+         "--compilation-cache", str(cache)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert any(cache.iterdir())  # compiled executables were cached for the next run
     assert "3/3" in proc.stderr and f"wrote {out}: 3 x 40 float32" in proc.stderr
     np.testing.assert_allclose(
         np.load(out), embedder.encode(texts, prompt_name="query"), rtol=0, atol=1e-6
