@@ -57,6 +57,17 @@ def _masked_logsumexp(logits: Array, mask: Array) -> tuple[Array, Array]:
     return jnp.where(valid, lse, 0.0), valid
 
 
+def _gather_rows(x: Array) -> Array:
+    """The key side of a [B, B] similarity, replicated when its batch axis is sharded over an
+    Explicit mesh axis (global batch: every device needs every row). Under Auto sharding (what
+    `embeddinggemma_jax.parallel` builds) or unsharded, a no-op: XLA inserts the all-gather."""
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    if sharding is None or all(a is None for a in sharding.spec):
+        return x
+    spec = jax.sharding.PartitionSpec(*([None] * x.ndim))
+    return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, spec))
+
+
 def _ids_or_arange(ids: Array | None, b: int, name: str) -> Array:
     if ids is None:
         return jnp.arange(b, dtype=jnp.int32)
@@ -75,8 +86,8 @@ def true_negative_mask(b: int, q_ids: Array | None = None, p_ids: Array | None =
     """
     q_ids = _ids_or_arange(q_ids, b, "q_ids")
     p_ids = _ids_or_arange(p_ids, b, "p_ids")
-    same_q = q_ids[:, None] == q_ids[None, :]
-    same_p = p_ids[:, None] == p_ids[None, :]
+    same_q = q_ids[:, None] == _gather_rows(q_ids)[None, :]
+    same_p = p_ids[:, None] == _gather_rows(p_ids)[None, :]
     return ~(same_q | same_p | jnp.eye(b, dtype=bool))
 
 
@@ -121,7 +132,7 @@ def _contrastive_logits(
     q_be, p_be = l2_normalize(q, dt), l2_normalize(p, dt)
     inv_tau = jnp.asarray(1.0 / temperature, dt)
 
-    s_bb = jnp.einsum("BE,CE->BC", q_be, p_be)  # s(q_i, p_j)
+    s_bb = jnp.einsum("BE,CE->BC", q_be, _gather_rows(p_be))  # s(q_i, p_j)
     s_pos_b = jnp.einsum("BE,BE->B", q_be, p_be)
     terms = [s_bb * inv_tau]
     masks = [tn_bb]
@@ -205,7 +216,7 @@ def spread_out_loss(q: Array, p: Array) -> Array:
     total = jnp.zeros((), dt)
     for x in (q, p):
         x_be = l2_normalize(x, dt)
-        g_bb = jnp.einsum("BE,CE->BC", x_be, x_be)
+        g_bb = jnp.einsum("BE,CE->BC", x_be, _gather_rows(x_be))
         total = total + jnp.sum(jnp.where(off_bb, g_bb * g_bb, 0.0)) / (b * (b - 1))
     return total
 

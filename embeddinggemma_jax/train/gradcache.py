@@ -115,12 +115,23 @@ def _chunk_plan(n: int, chunk_size: int) -> tuple[int, int]:
     return -(-n // b), b
 
 
+def _explicitly_sharded(x: Array) -> bool:
+    sharding = getattr(jax.typeof(x), "sharding", None)
+    return sharding is not None and any(a is not None for a in sharding.spec)
+
+
 def _to_chunks(x: Array, c: int, b: int, *, pad_with_zeros: bool) -> Array:
     """[n, ...] -> [C, b, ...]. Row r goes to chunk r % C (strided), so a batch sharded over its
     leading axis keeps every chunk spread over all devices. Padding rows are copies of real rows
     (finite through any encoder) or zeros (for cotangents, so they contribute nothing)."""
     n = x.shape[0]
     if c * b > n:
+        if _explicitly_sharded(x):
+            raise ValueError(
+                f"GradCache: {n} rows sharded over an Explicit mesh axis cannot be padded to "
+                f"{c} chunks of {b}; pick a chunk_size that divides every stream's row count, or "
+                "use Auto mesh axes (embeddinggemma_jax.parallel.make_mesh)"
+            )
         if pad_with_zeros:
             x = jnp.concatenate([x, jnp.zeros((c * b - n,) + x.shape[1:], x.dtype)], axis=0)
         else:
