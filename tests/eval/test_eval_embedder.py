@@ -190,7 +190,7 @@ def test_mteb_adapter_prompts(tiny_embedder, local_tasks):
 # ------------------------------------------------------------------------------------------
 
 
-def _small_code_search(n_queries: int = 24) -> tasks.RetrievalTask:
+def _small_code_search(n_queries: int = 16) -> tasks.RetrievalTask:
     full = tasks.stdlib_code_search()
     short = sorted(full.corpus, key=lambda d: (len(full.corpus[d][1]), d))
     keep_docs = set(short[: 3 * n_queries])
@@ -213,11 +213,11 @@ def test_real_checkpoint_matches_sentence_transformers(real_checkpoint):
     def st_encode(texts, prompt_name, dim):
         return st.encode(
             list(texts), prompt_name=prompt_name, truncate_dim=dim, normalize_embeddings=True,
-            batch_size=8, convert_to_numpy=True,
+            batch_size=16, convert_to_numpy=True,
         )  # fmt: skip
 
     bitext = tasks.humanize_bitext()
-    keep = [i for i, s in enumerate(bitext.subsets) if s in ("en-de_DE", "en-ja_JP", "en-ru_RU")]
+    keep = [i for i, s in enumerate(bitext.subsets) if s in ("en-de_DE", "en-ja_JP")]
     small_bitext = tasks.BitextMiningTask(
         name="humanize-bitext-small",
         sentence1=[bitext.sentence1[i] for i in keep],
@@ -226,7 +226,7 @@ def test_real_checkpoint_matches_sentence_transformers(real_checkpoint):
     )
     local = [_small_code_search(), small_bitext]
     dims = [768, 128]
-    ours = evaluate_embedder(Embedder.from_pretrained(real_checkpoint), local, dims, batch_size=8)
+    ours = evaluate_embedder(Embedder.from_pretrained(real_checkpoint), local, dims, batch_size=16)
     for task in local:
         reference = task.evaluate(st_encode, dims)
         for dim in dims:
