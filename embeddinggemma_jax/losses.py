@@ -122,7 +122,7 @@ def _contrastive_logits(
 ) -> dict[str, Array]:
     """The pieces of the contrastive loss, shared with the metrics."""
     _check_pair(q, p, "contrastive_loss")
-    if not temperature > 0:
+    if isinstance(temperature, (int, float)) and not temperature > 0:  # a traced τ is fine too
         raise ValueError(f"contrastive_loss: temperature must be > 0, got {temperature}")
     b = q.shape[0]
     tn_bb = true_negative_mask(b, q_ids, p_ids)
