@@ -9,6 +9,14 @@ visible key (padding queries far from any token) return zeros in every kernel.
           neighbouring key blocks, O(T * window); exactly equal to `xla` on every visible row.
   cudnn   jax.nn.dot_product_attention(implementation="cudnn") for layers whose mask is padding
           only (global layers, local layers no longer than the window); GPU, bfloat16.
+  splash  TPU Splash attention (Pallas): the layer's structure as a splash mask (local window or
+          full, causal for a decoder), padding as segment ids, GQA natively (MQA kernel when
+          K == 1); T is padded to a multiple of 128 inside. Padding query rows return zeros.
+          No logit softcap. On other backends it runs in Pallas interpret mode (exact, slow: for
+          tests only); "auto" picks it on TPU only.
+
+"auto" picks per backend: cudnn / banded / xla on GPU, splash on TPU (xla or banded when a softcap
+is set), banded / xla on CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import jax.numpy as jnp
 from embeddinggemma_jax.model.config import GLOBAL, LOCAL, ModelConfig
 from embeddinggemma_jax.model.layers import precision_for
 
-ATTENTION_IMPLS = ("auto", "xla", "banded", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "banded", "cudnn", "splash")
+_SPLASH_LANES = 128  # splash block sizes are multiples of this
 _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
@@ -34,12 +43,19 @@ def choose_impl(
     padding_only = layer_type == GLOBAL or (config.bidirectional and length <= config.window)
     if config.attention_impl != "auto":
         impl = config.attention_impl
+        if impl == "splash" and config.attn_logit_softcap is not None:
+            raise ValueError(
+                "attention_impl='splash' does not support attn_logit_softcap "
+                f"({config.attn_logit_softcap}); use attention_impl='auto' or 'xla'"
+            )
         if impl == "banded" and layer_type != LOCAL:
             return "cudnn" if backend == "gpu" and _cudnn_ok(config) else "xla"
         if impl == "cudnn" and not padding_only:
             return "banded"
         return impl
     backend = backend or jax.default_backend()
+    if backend == "tpu" and config.attn_logit_softcap is None:
+        return "splash"
     if padding_only and backend == "gpu" and _cudnn_ok(config):
         return "cudnn"
     if layer_type == LOCAL and length > 2 * config.window:
@@ -64,6 +80,9 @@ def attention(
     impl = choose_impl(config, layer_type, q_btnh.shape[1])
     if impl == "banded":
         return _banded(q_btnh, k_bskh, v_bskh, kv_mask_bs, config)
+    if impl == "splash":
+        interpret = jax.default_backend() != "tpu"
+        return _splash(q_btnh, k_bskh, v_bskh, kv_mask_bs, config, layer_type, interpret)
     if impl == "cudnn":
         lengths = kv_mask_bs.sum(-1).astype(jnp.int32)
         return jax.nn.dot_product_attention(
@@ -140,3 +159,88 @@ def _banded(q_btnh, k_bskh, v_bskh, kv_mask_bs, config: ModelConfig) -> jax.Arra
     mask = _structure(config, LOCAL, q_pos, k_pos)[None] & kv_mask[:, :, None, :]
     out = _masked_softmax_attention(q, k, v, mask, config)
     return out.reshape(b, nb * blk, n, h)[:, :t]
+
+
+def _splash_module():
+    """jax's Splash attention package, imported only when a splash kernel is built (TPU code)."""
+    try:
+        from jax.experimental.pallas.ops.tpu import splash_attention
+    except ImportError as e:  # pragma: no cover - depends on the installed jax
+        raise ImportError(
+            f"attention_impl='splash' needs jax.experimental.pallas.ops.tpu.splash_attention, "
+            f"which jax {jax.__version__} does not provide: {e}"
+        ) from e
+    return splash_attention
+
+
+def _splash_mask(config: ModelConfig, layer_type: str, length: int, num_heads: int):
+    """The layer's structure over `length` positions as a splash MultiHeadMask [N, T, T].
+
+    LocalMask's window (left, right) admits keys j with i - left <= j <= i + right, so our
+    |i - j| < window is (window - 1, window - 1), and causal 0 <= i - j < window is (window - 1, 0).
+    """
+    sa = _splash_module()
+    shape = (length, length)
+    if layer_type == LOCAL:
+        right = config.window - 1 if config.bidirectional else 0
+        mask = sa.LocalMask(shape, (config.window - 1, right), offset=0)
+    elif config.bidirectional:
+        mask = sa.FullMask(shape)
+    else:
+        mask = sa.CausalMask(shape)
+    return sa.MultiHeadMask([mask] * num_heads)
+
+
+def _splash_block(length: int) -> int:
+    """Largest block (512, 256 or 128) that divides the padded length."""
+    return next(b for b in (512, 256, _SPLASH_LANES) if length % b == 0)
+
+
+def _splash(
+    q_btnh, k_bskh, v_bskh, kv_mask_bs, config: ModelConfig, layer_type: str, interpret: bool
+) -> jax.Array:
+    """Splash attention; padding enters as segment ids (real 1, padding 0).
+
+    Splash lets query i see key j iff the static mask allows it and the segment ids are equal, so
+    real queries never see padding keys, and every row sees at least itself (no empty softmax).
+    Padding queries see padding keys; their rows are zeroed after the kernel.
+    """
+    sa = _splash_module()
+    b, t, n, h = q_btnh.shape
+    kv_heads = k_bskh.shape[2]
+    tp = -(-t // _SPLASH_LANES) * _SPLASH_LANES
+    blk = _splash_block(tp)
+    block_sizes = sa.BlockSizes(
+        block_q=blk,
+        block_kv=blk,
+        block_kv_compute=blk,
+        block_q_dkv=blk,
+        block_kv_dkv=blk,
+        block_kv_dkv_compute=blk,
+        use_fused_bwd_kernel=True,
+    )
+    make = sa.make_splash_mqa if kv_heads == 1 else sa.make_splash_mha  # MHA kernel does GQA
+    kernel = make(
+        _splash_mask(config, layer_type, tp, n),
+        block_sizes=block_sizes,
+        head_shards=1,
+        q_seq_shards=1,
+        **({"interpret": True} if interpret else {}),
+    )
+
+    def to_heads_first(x):  # [B, T, X, H] -> [B, X, Tp, H]
+        return jnp.pad(x, [(0, 0), (0, tp - t), (0, 0), (0, 0)]).transpose(0, 2, 1, 3)
+
+    # Splash does not scale the logits: scale q (in float32, then back to q's dtype).
+    scale = config.query_pre_attn_scalar**-0.5
+    q_bnth = to_heads_first((q_btnh.astype(jnp.float32) * scale).astype(q_btnh.dtype))
+    k_bksh, v_bksh = to_heads_first(k_bskh), to_heads_first(v_bskh)
+    if kv_heads == 1:
+        k_bksh, v_bksh = k_bksh[:, 0], v_bksh[:, 0]  # MQA kernel: k, v are [S, H]
+    segments_bs = jnp.pad(kv_mask_bs, [(0, 0), (0, tp - t)]).astype(jnp.int32)
+
+    def one(q, k, v, seg):
+        return kernel(q, k, v, segment_ids=sa.SegmentIds(q=seg, kv=seg))
+
+    out_btnh = jax.vmap(one)(q_bnth, k_bksh, v_bksh, segments_bs).transpose(0, 2, 1, 3)[:, :t]
+    return jnp.where(kv_mask_bs[:, :, None, None], out_btnh, 0).astype(q_btnh.dtype)

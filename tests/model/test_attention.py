@@ -1,5 +1,5 @@
 """Attention kernels: banded local attention equals the masked reference; the chooser picks what
-it should per backend and length."""
+it should per backend and length. (Splash attention: tests/model/test_splash_attention.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +58,19 @@ def test_chooser():
     assert choose_impl(cfg, LOCAL, 2048, "cpu") == "banded"
     assert choose_impl(cfg, LOCAL, 512, "cpu") == "xla"
     assert choose_impl(cfg, GLOBAL, 2048, "cpu") == "xla"
-    assert choose_impl(cfg, GLOBAL, 2048, "tpu") == "xla"
+    for layer_type in (GLOBAL, LOCAL):  # TPU: Splash for every layer and length, any dtype
+        for length in (16, 512, 2048):
+            assert choose_impl(cfg, layer_type, length, "tpu") == "splash"
+            assert choose_impl(bf16, layer_type, length, "tpu") == "splash"
+    assert choose_impl(cfg.replace(bidirectional=False), LOCAL, 2048, "tpu") == "splash"
+    capped = cfg.replace(attn_logit_softcap=50.0)  # Splash is not used with a softcap
+    assert choose_impl(capped, GLOBAL, 2048, "tpu") == "xla"
+    assert choose_impl(capped, LOCAL, 2048, "tpu") == "banded"
+    assert choose_impl(capped, LOCAL, 512, "tpu") == "xla"
+    with pytest.raises(ValueError, match="softcap"):
+        choose_impl(capped.replace(attention_impl="splash"), LOCAL, 512, "tpu")
+    for backend in ("cpu", "gpu", "tpu"):  # an explicit choice is honoured
+        assert choose_impl(cfg.replace(attention_impl="splash"), GLOBAL, 8, backend) == "splash"
     assert choose_impl(cfg.replace(attention_impl="banded"), GLOBAL, 2048, "cpu") == "xla"
     with pytest.raises(ValueError, match="attention_impl"):
         choose_impl(cfg.replace(attention_impl="flash"), LOCAL, 8, "cpu")
