@@ -11,6 +11,9 @@ Pieces a generic trainer plugs in (each a pure function):
                                      only cross-attention trains for the first `steps` steps
   extract_encoder(source, config)    {"encoder": adapted encoder, "head": fresh head}: the
                                      `EmbeddingGemma` params the pre-finetuning stage starts from
+  export_embedder_init(source, config, folder, tokenizer=...)
+                                     the same as a sentence-transformers folder, for the
+                                     pre-finetuning config's ``init_from``
 """
 
 from __future__ import annotations
@@ -345,6 +348,32 @@ def extract_encoder(
         "encoder": jax.tree.map(lambda a: np.array(a, np.float32), encoder),
         "head": nn.meta.unbox(head),
     }
+
+
+def export_embedder_init(
+    source: str | Path | Mapping | Any,
+    config: ModelConfig,
+    folder: str | Path,
+    *,
+    tokenizer: str | Path,
+    rng: jax.Array | None = None,
+    prompts: Mapping[str, str] | None = None,
+) -> Path:
+    """`extract_encoder` written as a sentence-transformers folder: the path the pre-finetuning
+    stage's ``init_from`` takes. tokenizer: a SentencePiece tokenizer.model (or HF tokenizer
+    folder) copied beside the weights; prompts: default the checkpoint's prompt table."""
+    from embeddinggemma_jax.interop.sentence_transformers import save_sentence_transformer
+    from embeddinggemma_jax.text.prompts import DEFAULT_PROMPTS
+
+    params = extract_encoder(source, config, rng)
+    return save_sentence_transformer(
+        folder,
+        params,
+        config,
+        prompts=dict(DEFAULT_PROMPTS if prompts is None else prompts),
+        max_seq_length=config.max_length,
+        tokenizer_source=tokenizer,
+    )
 
 
 def decoder_only_logits(

@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from embeddinggemma_jax.data.ul2 import UL2Config, ul2_batches
-from embeddinggemma_jax.interop import save_gemma3
+from embeddinggemma_jax.interop import load_sentence_transformer, save_gemma3
 from embeddinggemma_jax.model import GLOBAL, LOCAL, EmbeddingGemma, ModelConfig, Transformer
 from embeddinggemma_jax.model.encoder_decoder import (
     EncoderDecoderConfig,
@@ -20,6 +20,7 @@ from embeddinggemma_jax.model.encoder_decoder import (
 )
 from embeddinggemma_jax.model.model import param_shapes
 from embeddinggemma_jax.train.ul2 import (
+    export_embedder_init,
     extract_encoder,
     init_ul2_params,
     make_ul2_loss_fn,
@@ -197,6 +198,20 @@ def test_extract_encoder_drives_embeddinggemma(tmp_path):
         manager.wait_until_finished()
     restored = extract_encoder(root, embedder_config, jax.random.key(1))
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(out)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_export_embedder_init_round_trips(tmp_path, gemma_tokenizer_model):
+    params = t5gemma_init(_decoder_only(CAUSAL, seed=4), CONFIG)
+    config = CONFIG.encoder
+    folder = export_embedder_init(
+        params, config, tmp_path / "init", tokenizer=gemma_tokenizer_model, rng=jax.random.key(2)
+    )
+    loaded_config, loaded, _ = load_sentence_transformer(folder)
+    assert loaded_config.bidirectional and loaded_config.head_dims == config.head_dims
+    expected = extract_encoder(params, config, jax.random.key(2))
+    assert jax.tree.structure(loaded) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(expected)):
         np.testing.assert_array_equal(a, b)
 
 
