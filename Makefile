@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Full suite, slow real-weight tests included (they need EMBEDDINGGEMMA_300M; .ci/run sets it).
+# The released checkpoint for the real-weight tests: EMBEDDINGGEMMA_300M if set, else fetched with
+# ../shared/tools/fetch-embeddinggemma when that tool is there (cached after the first time).
+FETCH := ../shared/tools/fetch-embeddinggemma
+
+# Full suite, slow real-weight tests included.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	EMBEDDINGGEMMA_300M="$${EMBEDDINGGEMMA_300M:-$$(test -x $(FETCH) && $(FETCH) | tail -n 1)}" \
+	  $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests

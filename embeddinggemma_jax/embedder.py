@@ -191,13 +191,9 @@ class Embedder:
         if not texts:
             return out
         ids = self.tokenizer.encode(texts, max_length=self.max_length)
-        order = np.argsort([-len(x) for x in ids], kind="stable")
-        buckets = bucket_lengths(self.max_length)
         pending = []  # keep a couple of batches in flight: host work overlaps device work
         bar = tqdm(total=len(texts), disable=not show_progress, desc="encode", unit="text")
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            length = next(b for b in buckets if b >= len(ids[rows[0]]))
+        for length, rows in self._batches([len(x) for x in ids], batch_size):
             # Row counts are powers of two too, so a short last batch does not recompile per size.
             padded_rows = min(batch_size, 1 << math.ceil(math.log2(len(rows))))
             tokens, mask = self.tokenizer.pad([ids[i] for i in rows], length)
@@ -212,6 +208,17 @@ class Embedder:
             self._collect(out, *item, dim, bar)
         bar.close()
         return out
+
+    def _batches(self, lengths: Sequence[int], batch_size: int):
+        """(padded length, row indices) per batch: rows sorted longest first, grouped by length
+        bucket so no row is padded beyond its own bucket, then cut into batch_size rows."""
+        buckets = bucket_lengths(self.max_length)
+        bucket_of = np.searchsorted(buckets, lengths)
+        order = np.lexsort((-np.asarray(lengths), -bucket_of))
+        for b in np.unique(bucket_of)[::-1]:
+            rows = order[bucket_of[order] == b]
+            for start in range(0, len(rows), batch_size):
+                yield buckets[b], rows[start : start + batch_size]
 
     @staticmethod
     def _collect(out, rows, emb, dim, bar) -> None:

@@ -4,9 +4,15 @@ checkpoint is a failure, not a skip."""
 import os
 from pathlib import Path
 
+import jax
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Share compiled programs between test processes and between models of the same shapes (the
+# real-weight tests build several 300m Embedders): compiling dominates their CPU time.
+jax.config.update("jax_compilation_cache_dir", str(REPO / ".cache" / "xla"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 SHARED_TOKENIZER = REPO.parent / "shared" / "data" / "gemma3-tokenizer" / "tokenizer.model"
 
 
@@ -28,7 +34,10 @@ def real_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def gemma_tokenizer_model(real_checkpoint_or_none) -> Path:
     """Path to the real Gemma 3 SentencePiece model."""
-    for p in (SHARED_TOKENIZER, real_checkpoint_or_none and real_checkpoint_or_none / "tokenizer.model"):
+    for p in (
+        SHARED_TOKENIZER,
+        real_checkpoint_or_none and real_checkpoint_or_none / "tokenizer.model",
+    ):
         if p and Path(p).exists():
             return Path(p)
     _require("the Gemma 3 tokenizer.model")
