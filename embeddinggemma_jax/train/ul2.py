@@ -270,26 +270,36 @@ def with_cross_attention_warmup(
 
 # -- hand-off to the embedder ---------------------------------------------------------------------
 def _restore_checkpoint(path: Path) -> Any:
-    """A pytree from an Orbax checkpoint directory: a step directory, an item directory, or a
-    CheckpointManager root (its latest step)."""
+    """A pytree from an Orbax checkpoint: a trainer workdir (its ``checkpoints`` folder, latest
+    step), a CheckpointManager root, a step directory (its ``params`` item when there is one), or
+    an item directory."""
     import orbax.checkpoint as ocp
 
     def is_item(p: Path) -> bool:
         return (p / "_METADATA").exists() or (p / "manifest.ocdbt").exists()
 
+    def restore(p: Path) -> Any:  # as host numpy arrays: independent of the saving topology
+        ckptr = ocp.PyTreeCheckpointer()
+        meta = ckptr.metadata(str(p))
+        tree = getattr(getattr(meta, "item_metadata", None), "tree", meta)
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return ckptr.restore(str(p), restore_args=args)
+
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {path}")
-    steps = sorted(
-        (p for p in path.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
-    )
+    if (path / "checkpoints").is_dir() and not is_item(path):
+        path = path / "checkpoints"
+    steps = [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
     if steps and not is_item(path):
-        path = steps[-1]
+        path = max(steps, key=lambda p: int(p.name))
     if is_item(path):
-        return ocp.PyTreeCheckpointer().restore(str(path))
+        return restore(path)
+    if is_item(path / "params"):  # only the parameters, not the optimizer state
+        return {"params": restore(path / "params")}
     items = {p.name: p for p in path.iterdir() if p.is_dir() and is_item(p)}
     if not items:
         raise ValueError(f"{path}: no Orbax checkpoint item found")
-    return {name: ocp.PyTreeCheckpointer().restore(str(p)) for name, p in items.items()}
+    return {name: restore(p) for name, p in items.items()}
 
 
 def _find_encoder(tree: Any, where: str) -> Mapping:
