@@ -159,7 +159,7 @@ class ModelConfig:
         else:
             layer_types = layer_pattern(n, hf.get("sliding_window_pattern", 6))
         local_base, global_base, global_scale = _hf_rope(hf)
-        return cls(
+        values = dict(
             vocab_size=hf["vocab_size"],
             embed_dim=hf["hidden_size"],
             num_layers=n,
@@ -179,8 +179,9 @@ class ModelConfig:
             final_logit_softcap=hf.get("final_logit_softcapping"),
             max_length=hf.get("max_position_embeddings", 2048),
             pad_id=hf.get("pad_token_id", 0) or 0,
-            **overrides,
         )
+        values.update(overrides)  # overrides win, e.g. bidirectional=False for a decoder
+        return cls(**values)
 
     def to_hf_config(self) -> dict[str, Any]:
         """The config.json of a transformers Gemma3TextModel with these weights."""

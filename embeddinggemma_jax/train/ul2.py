@@ -112,10 +112,7 @@ def load_decoder_only(path: str | Path, **config_overrides) -> tuple[ModelConfig
         return load_gguf(path, **overrides)
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is neither a Hugging Face folder nor a .gguf file")
-    hf = gemma3_text_config(load_hf_config(path))
-    # from_hf_config sets `bidirectional` itself (overriding it there is a duplicate keyword).
-    hf["use_bidirectional_attention"] = overrides.pop("bidirectional")
-    config = ModelConfig.from_hf_config(hf, **overrides)
+    config = ModelConfig.from_hf_config(gemma3_text_config(load_hf_config(path)), **overrides)
     return config, transformer_params_from_hf(read_safetensors(path), config)
 
 
