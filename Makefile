@@ -38,7 +38,7 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix embeddinggemma_jax tests bench configs
 
 bench-cpu: $(STAMP)
-	$(PY) bench/embed_cpu.py
+	$(PY) bench/embed.py --device cpu
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -153,26 +153,79 @@ def forward_flops(config, n_matmul_params: int, lengths: Sequence[int]) -> float
     return total
 
 
-def matmul_peak_jax(n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 matmul FLOP/s of XLA on the default device ([n, n] @ [n, n])."""
+def matmul_peak_jax(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best matmul FLOP/s of XLA on the default device ([n, n] @ [n, n] in dtype)."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
     return 2 * n**3 / best
 
 
-def matmul_peak_torch(n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 matmul FLOP/s of PyTorch on CPU."""
+def matmul_peak_torch(
+    n: int = 2048, repeats: int = 5, dtype: str = "float32", device="cpu"
+) -> float:
+    """Best matmul FLOP/s of PyTorch on `device`."""
     import torch
 
-    a = torch.randn(n, n, dtype=torch.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    a = torch.randn(n, n, dtype=getattr(torch, dtype), device=device)
+
+    def run():
+        a @ a
+        if a.is_cuda:
+            torch.cuda.synchronize()
+
+    run()
+    best = min(_timed(run) for _ in range(repeats))
     return 2 * n**3 / best
+
+
+def peak_memory_gib(peer=None) -> dict[str, float | None]:
+    """Peak accelerator memory of each side (None on CPU, where neither reports it)."""
+    import jax
+
+    out: dict[str, float | None] = {"ours": None, "peer": None}
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["ours"] = round(stats["peak_bytes_in_use"] / 2**30, 2)
+    if peer is not None and str(peer.device).startswith("cuda"):
+        import torch
+
+        out["peer"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return out
+
+
+def random_weight_folder(folder: str, tokenizer_file: str | None) -> str:
+    """The 300m architecture with random weights, written as a sentence-transformers folder."""
+    from pathlib import Path
+
+    import jax
+
+    from embeddinggemma_jax import Embedder, ModelConfig
+    from embeddinggemma_jax.model import param_shapes
+    from embeddinggemma_jax.text import Tokenizer
+
+    if Path(folder, "model.safetensors").exists():
+        return folder
+    if not tokenizer_file:
+        raise SystemExit("--random-weights needs --tokenizer (a Gemma 3 tokenizer.model)")
+    config = ModelConfig.embeddinggemma_300m()
+    rng = np.random.default_rng(0)
+    # numpy draws: no compile, no device memory; scale like trained weights (norm scales near 0).
+    params = jax.tree.map(
+        lambda s: (rng.standard_normal(s.shape, np.float32) * 0.02).astype(np.float32),
+        param_shapes(config),
+    )
+    # A folder with the Hugging Face tokenizer files is copied whole (the peer's fast tokenizer
+    # must not be rebuilt from tokenizer.model alone: that conversion tokenizes differently).
+    source = Path(tokenizer_file)
+    sp_model = source / "tokenizer.model" if source.is_dir() else source
+    embedder = Embedder(config, params, Tokenizer(sp_model), tokenizer_files=source)
+    embedder.save_pretrained(folder)
+    return folder
 
 
 def _timed(fn: Callable[[], object]) -> float:
