@@ -63,11 +63,16 @@ def _cfg(config: Any, path: str, default: Any = None) -> Any:
 def make_task(config: Any, mesh) -> TrainTask:
     """The task named by ``config.task``."""
     name = _cfg(config, "task", "contrastive")
+    shards = parallel.batch_shards(mesh)
     if name == "contrastive":
         from embeddinggemma_jax.train.contrastive import ContrastiveTask
 
-        return ContrastiveTask(config, batch_shards=parallel.batch_shards(mesh))
-    raise ValueError(f"config.task: unknown task {name!r} (known: 'contrastive')")
+        return ContrastiveTask(config, batch_shards=shards)
+    if name == "ul2":
+        from embeddinggemma_jax.train.ul2_task import UL2Task
+
+        return UL2Task(config, batch_shards=shards)
+    raise ValueError(f"config.task: unknown task {name!r} (known: 'contrastive', 'ul2')")
 
 
 class _StopFlag:
