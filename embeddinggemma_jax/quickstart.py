@@ -2,8 +2,9 @@
 
 1. builds the standard-library code-search dataset (`data.stdlib`: docstring summary -> function
    source, BM25 hard negatives, held-out packages for evaluation), cached;
-2. trains a small SentencePiece tokenizer on its training split (Gemma's special ids: pad 0,
-   eos 1, bos 2, unk 3; byte fallback), cached;
+2. trains a small SentencePiece tokenizer (BPE, 4k pieces) on its training split (Gemma's
+   special ids: pad 0, eos 1, bos 2, unk 3; byte fallback; spaces as pieces of their own so prose
+   words and code identifiers share pieces), cached;
 3. trains a tiny Gemma 3 encoder from random weights with the full objective (contrastive with
    hard negatives + spread-out, Matryoshka), evaluating the held-out split (nDCG@10, recall@10)
    before and after;
@@ -43,24 +44,24 @@ def quickstart_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.mesh.data = -1
     c.model.preset = "tiny"
-    c.model.embed_dim = 64
+    c.model.embed_dim = 96
     c.model.num_layers = 2
     c.model.layer_types = ("local", "global")
-    c.model.num_heads = 2
+    c.model.num_heads = 3
     c.model.num_kv_heads = 1
     c.model.head_dim = 32
-    c.model.mlp_dim = 128
+    c.model.mlp_dim = 192
     c.model.sliding_window = 64
     c.model.query_pre_attn_scalar = 32.0
     c.model.max_length = 256
-    c.model.head_dims = (128, 64)
-    c.model.matryoshka_dims = (64, 32, 16)
+    c.model.head_dims = (192, 96)
+    c.model.matryoshka_dims = (96, 48, 24)
     # From scratch, start each layer as its skip path (pooled token embeddings): learning is
     # several times faster than with unit-size residual branches.
     c.random_init.residual_scale = 0.0
     c.data.datasets = [dict(path="", weight=1.0, task="InstructionRetrieval", num_negatives=1)]
     c.data.global_batch_size = 128
-    c.data.query_max_length = 32
+    c.data.query_max_length = 48  # the prompt takes ~15 tokens; 32 truncated most queries
     c.data.doc_max_length = 64
     c.data.min_bucket = 64  # one padded shape per role: one compilation of the step
     c.data.num_threads = 1
@@ -88,7 +89,8 @@ def quickstart_config() -> ml_collections.ConfigDict:
     c.stdlib = ml_collections.ConfigDict()
     c.stdlib.dir = ""  # "" = <cache>/stdlib (shared with eval's stdlib-code-search task)
     c.stdlib.eval_fraction = 0.1
-    c.stdlib.num_negatives = 3
+    c.stdlib.num_negatives = 3  # mined per record
+    c.stdlib.train_negatives = 1  # used per query in training (<= num_negatives)
     c.stdlib.seed = 0
     c.stdlib.vocab_size = 4000
     return c
@@ -189,6 +191,7 @@ def prepare(config: ml_collections.ConfigDict, progress: bool = False) -> dict:
         config.tokenizer = str(train_tokenizer(data_dir, s.vocab_size, s.seed))
     t2 = time.perf_counter()
     config.train_data = str(data_dir / "train.jsonl")
+    config.data.datasets = [{**dict(config.data.datasets[0]), "num_negatives": s.train_negatives}]
     config.eval.task = str(data_dir / "beir")
     return {
         "data_dir": str(data_dir),
