@@ -6,9 +6,13 @@ import json
 
 import jax
 import numpy as np
+import pytest
 import trainlib
 
 from embeddinggemma_jax import Embedder, checkpoint
+from embeddinggemma_jax.eval.tasks import get_task
+from embeddinggemma_jax.evaluate import embedder_encode_fn
+from embeddinggemma_jax.evaluate import main as evaluate_main
 from embeddinggemma_jax.model import ModelConfig, init_params
 from embeddinggemma_jax.text import Tokenizer
 from embeddinggemma_jax.train.trainer import Trainer
@@ -61,6 +65,17 @@ def test_sentence_transformers_folder_to_orbax_and_back(tmp_path):
     assert q.shape == d.shape == (1, model_cfg.output_dim)
     np.testing.assert_allclose(np.linalg.norm(q, axis=-1), 1.0, rtol=1e-5)
     assert (tmp_path / "run" / "tokenizer.model").exists()
+
+    # `evaluate` on the trained workdir gives what the in-memory model gives on the same task.
+    dim = model_cfg.output_dim
+    report = evaluate_main(
+        ["--model", str(tmp_path / "run"), "--tasks", config.eval.task, "--dims", str(dim),
+         "--output", str(tmp_path / "eval.json")]
+    )  # fmt: skip
+    task = get_task(config.eval.task)
+    direct = task.evaluate(embedder_encode_fn(embedder), [dim])[dim]
+    assert report["tasks"][task.name]["results"][str(dim)] == pytest.approx(direct, abs=1e-6)
+    assert (tmp_path / "eval.json").exists()
 
     # Best by nDCG@10 is a kept checkpoint with metrics; a step folder loads directly.
     best = checkpoint.resolve_step_dir(tmp_path / "run", best=True)
