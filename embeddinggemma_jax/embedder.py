@@ -24,8 +24,8 @@ from embeddinggemma_jax.interop.sentence_transformers import (
     save_sentence_transformer,
 )
 from embeddinggemma_jax.model import EmbeddingGemma, ModelConfig, check_dtype, truncate
-from embeddinggemma_jax.text.prompts import DEFAULT_PROMPTS, document_prompt, resolve_prompt
-from embeddinggemma_jax.text.tokenizer import Tokenizer
+from embeddinggemma_jax.text.prompts import DEFAULT_PROMPTS, apply_document_prompts, resolve_prompt
+from embeddinggemma_jax.text.tokenizer import Tokenizer, check_texts
 
 MIN_BUCKET = 16
 
@@ -43,11 +43,9 @@ def bucket_lengths(max_length: int, smallest: int = MIN_BUCKET) -> tuple[int, ..
 
 
 def _check_texts(texts) -> list[str]:
-    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+    if not isinstance(texts, (str, bytes)) and not isinstance(texts, Sequence):
         raise TypeError(f"texts must be a list of str, got {type(texts).__name__}")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    check_texts(texts)
     return list(texts)
 
 
@@ -170,13 +168,9 @@ class Embedder:
         """Documents with the `title: {title} | text: ` prompt ("none" without a title)."""
         single = isinstance(texts, str)
         texts = _check_texts([texts] if single else texts)
-        if titles is None:
-            titles = [None] * len(texts)
-        elif single and isinstance(titles, str):
+        if single and isinstance(titles, str):
             titles = [titles]
-        if len(titles) != len(texts):
-            raise ValueError(f"got {len(titles)} titles for {len(texts)} texts")
-        prompted = [document_prompt(title) + t for title, t in zip(titles, texts)]
+        prompted = apply_document_prompts(texts, titles)
         out = self._embed(prompted, dim, batch_size, show_progress)
         return out[0] if single else out
 

@@ -13,6 +13,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from embeddinggemma_jax.text.tokenizer import check_texts
+
 __all__ = [
     "DEFAULT_PROMPTS",
     "apply_document_prompts",
@@ -120,7 +122,7 @@ def apply_prompt(prompt: str, texts: Sequence[str]) -> list[str]:
     """`[prompt + text for text in texts]`, checking the inputs are strings."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be str, got {type(prompt).__name__}")
-    _check_texts(texts)
+    check_texts(texts)
     return [prompt + text for text in texts]
 
 
@@ -128,7 +130,7 @@ def apply_document_prompts(
     texts: Sequence[str], titles: Sequence[str | None] | None = None
 ) -> list[str]:
     """Each text prefixed with `document_prompt(its title)`; titles=None means no titles."""
-    _check_texts(texts)
+    check_texts(texts)
     if titles is None:
         return apply_prompt(document_prompt(None), texts)
     if isinstance(titles, (str, bytes)):
@@ -136,11 +138,3 @@ def apply_document_prompts(
     if len(titles) != len(texts):
         raise ValueError(f"got {len(texts)} texts but {len(titles)} titles")
     return [document_prompt(title) + text for text, title in zip(texts, titles, strict=True)]
-
-
-def _check_texts(texts: Sequence[str]) -> None:
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"texts must be a sequence of strings, got a single {type(texts).__name__}")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}: {text!r:.80}")

@@ -70,7 +70,8 @@ def _resolve_model_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def _check_texts(texts: Sequence[str], what: str = "texts") -> None:
+def check_texts(texts: Sequence[str], what: str = "texts") -> None:
+    """TypeError unless texts is a sequence of str (a single str is refused, not iterated)."""
     if isinstance(texts, (str, bytes)):
         raise TypeError(
             f"{what} must be a sequence of strings, got a single {type(texts).__name__}; "
@@ -184,7 +185,7 @@ class Tokenizer:
 
     def encode_pieces(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text without BOS/EOS and without truncation."""
-        _check_texts(texts)
+        check_texts(texts)
         texts = list(texts)
         if self._special_re is None or not self.parse_special:
             return self._sp.encode(texts, num_threads=self.num_threads) if texts else []
