@@ -236,9 +236,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, start: fl
         flush=True,
     )
     workdir = Path(workdir)
-    if (workdir / checkpoint.CHECKPOINTS).exists():
+    owned = (checkpoint.CHECKPOINTS, checkpoint.TOKENIZER, "train_config.json", "tensorboard")
+    owned += ("metrics.jsonl", "report.json")
+    if any((workdir / name).exists() for name in owned):
+        # A fresh run: the old tokenizer may be another build (its file embeds the temp path).
         print(f"removing the previous quickstart run in {workdir}", flush=True)
-        for name in (checkpoint.CHECKPOINTS, "tensorboard", "metrics.jsonl", "report.json"):
+        for name in owned:
             p = workdir / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     t_train = time.perf_counter()
