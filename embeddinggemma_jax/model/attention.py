@@ -1,14 +1,16 @@
 """Attention kernels behind one function, chosen per layer type, length and backend.
 
 All kernels compute the same thing: grouped-query softmax attention where query i may see key j
-iff the layer's structure allows it (`ModelConfig.attends`) and key j is not padding. Rows with no
-visible key (padding queries far from any token) return zeros in every kernel.
+iff the layer's structure allows it (`ModelConfig.attends`), key j is not padding and, in a packed
+row (several texts in one row, told apart by segment ids), both belong to the same text. Rows with
+no visible key (padding queries far from any token) return zeros in every kernel.
 
   xla     masked dense attention, O(T^2); the reference.
   banded  local layers only: blocks of (window - 1) queries attend to their own and the two
           neighbouring key blocks, O(T * window); exactly equal to `xla` on every visible row.
   cudnn   jax.nn.dot_product_attention(implementation="cudnn") for layers whose mask is padding
-          only (global layers, local layers no longer than the window); GPU, bfloat16.
+          only (global layers, local layers no longer than the window; never packed rows); GPU,
+          bfloat16.
   splash  TPU Splash attention (Pallas): the layer's structure as a splash mask (local window or
           full, causal for a decoder), padding as segment ids, GQA natively (MQA kernel when
           K == 1); T is padded to a multiple of 128 inside. Padding query rows return zeros.
@@ -33,14 +35,22 @@ _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 def choose_impl(
-    config: ModelConfig, layer_type: str, length: int, backend: str | None = None
+    config: ModelConfig,
+    layer_type: str,
+    length: int,
+    backend: str | None = None,
+    packed: bool = False,
 ) -> str:
-    """The kernel for one layer at padded length `length` on `backend` (default: jax's)."""
+    """The kernel for one layer at padded length `length` on `backend` (default: jax's), for rows
+    holding one text each or, `packed`, several (segment ids)."""
     if config.attention_impl not in ATTENTION_IMPLS:
         raise ValueError(
             f"attention_impl must be one of {ATTENTION_IMPLS}, got {config.attention_impl!r}"
         )
-    padding_only = layer_type == GLOBAL or (config.bidirectional and length <= config.window)
+    backend = backend or jax.default_backend()
+    padding_only = not packed and (
+        layer_type == GLOBAL or (config.bidirectional and length <= config.window)
+    )
     if config.attention_impl != "auto":
         impl = config.attention_impl
         if impl == "splash" and config.attn_logit_softcap is not None:
@@ -49,11 +59,10 @@ def choose_impl(
                 f"({config.attn_logit_softcap}); use attention_impl='auto' or 'xla'"
             )
         if impl == "banded" and layer_type != LOCAL:
-            return "cudnn" if backend == "gpu" and _cudnn_ok(config) else "xla"
+            return "cudnn" if padding_only and backend == "gpu" and _cudnn_ok(config) else "xla"
         if impl == "cudnn" and not padding_only:
-            return "banded"
+            return "banded" if layer_type == LOCAL else "xla"
         return impl
-    backend = backend or jax.default_backend()
     if backend == "tpu" and config.attn_logit_softcap is None:
         return "splash"
     if padding_only and backend == "gpu" and _cudnn_ok(config):
@@ -75,14 +84,20 @@ def attention(
     *,
     config: ModelConfig,
     layer_type: str,
+    segments_bs: jax.Array | None = None,
 ) -> jax.Array:
-    """Self-attention over one sequence axis (T == S). Returns: [B, T, N, H] in q's dtype."""
-    impl = choose_impl(config, layer_type, q_btnh.shape[1])
+    """Self-attention over one sequence axis (T == S). Returns: [B, T, N, H] in q's dtype.
+
+    segments_bs: [B, S] int segment ids of packed rows (0 on padding): keys of another segment
+    are masked too. None: one text per row.
+    """
+    impl = choose_impl(config, layer_type, q_btnh.shape[1], packed=segments_bs is not None)
     if impl == "banded":
-        return _banded(q_btnh, k_bskh, v_bskh, kv_mask_bs, config)
+        return _banded(q_btnh, k_bskh, v_bskh, kv_mask_bs, config, segments_bs)
     if impl == "splash":
         interpret = jax.default_backend() != "tpu"
-        return _splash(q_btnh, k_bskh, v_bskh, kv_mask_bs, config, layer_type, interpret)
+        segments = kv_mask_bs.astype(jnp.int32) if segments_bs is None else segments_bs
+        return _splash(q_btnh, k_bskh, v_bskh, kv_mask_bs, segments, config, layer_type, interpret)
     if impl == "cudnn":
         lengths = kv_mask_bs.sum(-1).astype(jnp.int32)
         return jax.nn.dot_product_attention(
@@ -97,6 +112,8 @@ def attention(
     positions = jnp.arange(q_btnh.shape[1])
     structure_ts = _structure(config, layer_type, positions, positions)
     mask_bts = structure_ts[None] & kv_mask_bs[:, None, :]
+    if segments_bs is not None:
+        mask_bts &= segments_bs[:, :, None] == segments_bs[:, None, :]
     return _masked_softmax_attention(q_btnh, k_bskh, v_bskh, mask_bts, config)
 
 
@@ -135,7 +152,7 @@ def _masked_softmax_attention(q, k, v, mask, config: ModelConfig) -> jax.Array:
     return out.reshape(*lead, t, n, h)
 
 
-def _banded(q_btnh, k_bskh, v_bskh, kv_mask_bs, config: ModelConfig) -> jax.Array:
+def _banded(q_btnh, k_bskh, v_bskh, kv_mask_bs, config: ModelConfig, segments_bs=None):
     """Local attention in blocks of `window - 1`: every key with |i - j| < window lies in the
     query's block or one of its two neighbours (causal: the block or the previous one)."""
     b, t, n, h = q_btnh.shape
@@ -157,6 +174,8 @@ def _banded(q_btnh, k_bskh, v_bskh, kv_mask_bs, config: ModelConfig) -> jax.Arra
     q_pos = block_start[:, None] + jnp.arange(blk)  # [nb, blk]
     k_pos = block_start[:, None] - blk + jnp.arange(3 * blk)  # [nb, 3 blk]
     mask = _structure(config, LOCAL, q_pos, k_pos)[None] & kv_mask[:, :, None, :]
+    if segments_bs is not None:
+        mask &= blocks(segments_bs)[..., :, None] == neighbours(blocks(segments_bs))[..., None, :]
     out = _masked_softmax_attention(q, k, v, mask, config)
     return out.reshape(b, nb * blk, n, h)[:, :t]
 
@@ -197,9 +216,16 @@ def _splash_block(length: int) -> int:
 
 
 def _splash(
-    q_btnh, k_bskh, v_bskh, kv_mask_bs, config: ModelConfig, layer_type: str, interpret: bool
+    q_btnh,
+    k_bskh,
+    v_bskh,
+    kv_mask_bs,
+    segments_bs,
+    config: ModelConfig,
+    layer_type: str,
+    interpret: bool,
 ) -> jax.Array:
-    """Splash attention; padding enters as segment ids (real 1, padding 0).
+    """Splash attention; padding enters as segment id 0 (texts: 1, or 1.. in packed rows).
 
     Splash lets query i see key j iff the static mask allows it and the segment ids are equal, so
     real queries never see padding keys, and every row sees at least itself (no empty softmax).
@@ -237,7 +263,7 @@ def _splash(
     k_bksh, v_bksh = to_heads_first(k_bskh), to_heads_first(v_bskh)
     if kv_heads == 1:
         k_bksh, v_bksh = k_bksh[:, 0], v_bksh[:, 0]  # MQA kernel: k, v are [S, H]
-    segments_bs = jnp.pad(kv_mask_bs, [(0, 0), (0, tp - t)]).astype(jnp.int32)
+    segments_bs = jnp.pad(segments_bs.astype(jnp.int32), [(0, 0), (0, tp - t)])
 
     def one(q, k, v, seg):
         return kernel(q, k, v, segment_ids=sa.SegmentIds(q=seg, kv=seg))

@@ -40,10 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from embeddinggemma_jax.model.attention import _masked_softmax_attention, _structure
-from embeddinggemma_jax.model.config import GLOBAL, ModelConfig
+from embeddinggemma_jax.model.config import ModelConfig
 from embeddinggemma_jax.model.layers import Einsum, Embed, RMSNorm
 from embeddinggemma_jax.model.rope import apply_rope
-from embeddinggemma_jax.model.transformer import MLP, REMAT_POLICIES
+from embeddinggemma_jax.model.transformer import MLP, REMAT_POLICIES, rope_base
 
 CROSS_ATTENTION_KEYS = ("pre_cross_attention_norm", "cross_attn", "post_cross_attention_norm")
 _CROSS_FROM_SELF = {
@@ -142,21 +142,18 @@ class _Attention(nn.Module):
         q_btnh = Einsum(
             (d, n, h), "BTD,DNH->BTNH", ("embed", "heads", "head_dim"), cfg.dtype, name="q"
         )(x_btd)
-        kv_cbskh = Einsum(
+        kv_bsckh = Einsum(
             (2, self.kv_dim or d, k, h),
-            "BSD,CDKH->CBSKH",
+            "BSD,CDKH->BSCKH",
             (None, "embed", "kv_heads", "head_dim"),
             cfg.dtype,
             name="kv",
         )(kv_bsd)
-        k_bskh, v_bskh = kv_cbskh[0], kv_cbskh[1]
+        k_bskh, v_bskh = kv_bsckh[:, :, 0], kv_bsckh[:, :, 1]
         q_btnh = RMSNorm(cfg.rms_norm_eps, "head_dim", name="q_norm")(q_btnh)
         k_bskh = RMSNorm(cfg.rms_norm_eps, "head_dim", name="k_norm")(k_bskh)
         if self.layer_type is not None:
-            if self.layer_type == GLOBAL:
-                base, scale = cfg.rope_global_base, cfg.rope_global_scale
-            else:
-                base, scale = cfg.rope_local_base, 1.0
+            base, scale = rope_base(cfg, self.layer_type)
             q_btnh = apply_rope(q_btnh, q_pos_bt, base, scale)
             k_bskh = apply_rope(k_bskh, kv_pos_bs, base, scale)
         q_btnh = nn.with_logical_constraint(q_btnh, ("batch", "length", "heads", "head_dim"))

@@ -16,6 +16,10 @@ from embeddinggemma_jax.model.transformer import Transformer
 class EmbeddingGemma(nn.Module):
     """tokens [B, T] (+ mask) -> embeddings [B, E] float32, L2-normalised.
 
+    Packed rows (several texts per row: `segments` 1, 2, ... per text, 0 on padding, `positions`
+    restarting at 0 per text, static `num_segments` >= the most texts in a row) give
+    [B, num_segments, E], each text embedded exactly as if it had a row of its own.
+
     Parameters: {"encoder": Transformer params, "head": {"dense_i": {"w"}}}.
     """
 
@@ -25,9 +29,21 @@ class EmbeddingGemma(nn.Module):
         self.encoder = Transformer(self.config)
         self.head = EmbeddingHead(self.config)
 
-    def __call__(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        tokens_bt: jax.Array,
+        mask_bt: jax.Array | None = None,
+        segments_bt: jax.Array | None = None,
+        positions_bt: jax.Array | None = None,
+        num_segments: int | None = None,
+    ) -> jax.Array:
+        if segments_bt is not None:
+            if num_segments is None:
+                raise ValueError("packed rows (segments_bt) need a static num_segments")
+            mask_bt = segments_bt > 0
         mask_bt = self._mask(tokens_bt, mask_bt)
-        return self.head(self.encoder(tokens_bt, mask_bt), mask_bt)
+        x_btd = self.encoder(tokens_bt, mask_bt, segments_bt, positions_bt)
+        return self.head(x_btd, mask_bt, segments_bt, num_segments)
 
     def token_states(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None) -> jax.Array:
         """Final-normed encoder states [B, T, D] in the compute dtype."""

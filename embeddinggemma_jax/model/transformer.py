@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from embeddinggemma_jax.model.attention import attention
 from embeddinggemma_jax.model.config import GLOBAL, ModelConfig
 from embeddinggemma_jax.model.layers import Einsum, Embed, RMSNorm
-from embeddinggemma_jax.model.rope import apply_rope
+from embeddinggemma_jax.model.rope import rope_angles, rotate
 
 REMAT_POLICIES = {
     "none": None,
@@ -22,6 +22,13 @@ def _constrain(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
     return nn.with_logical_constraint(x, axes)
 
 
+def rope_base(config: ModelConfig, layer_type: str) -> tuple[float, float]:
+    """(base, scale) of the layer type's rotary embedding."""
+    if layer_type == GLOBAL:
+        return config.rope_global_base, config.rope_global_scale
+    return config.rope_local_base, 1.0
+
+
 class Attention(nn.Module):
     """Grouped-query self-attention with QK-norm and per-layer-type RoPE."""
 
@@ -29,31 +36,36 @@ class Attention(nn.Module):
     layer_type: str
 
     @nn.compact
-    def __call__(self, x_btd, positions_bt, kv_mask_bt):
+    def __call__(self, x_btd, rope, kv_mask_bt, segments_bt=None):
+        """rope: (sin, cos) of `rope_angles` for this layer type; segments_bt: packed rows' ids."""
         cfg = self.config
         d, n, k, h = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_btnh = Einsum(
             (d, n, h), "BTD,DNH->BTNH", ("embed", "heads", "head_dim"), cfg.dtype, name="q"
         )(x_btd)
-        kv_cbtkh = Einsum(
+        # Outputs keep B, T leading (here and in the MLP): a leading C made XLA compute the
+        # transposed product and copy activations around it (~10% of a CPU forward).
+        kv_btckh = Einsum(
             (2, d, k, h),
-            "BTD,CDKH->CBTKH",
+            "BTD,CDKH->BTCKH",
             (None, "embed", "kv_heads", "head_dim"),
             cfg.dtype,
             name="kv",
         )(x_btd)
-        k_btkh, v_btkh = kv_cbtkh[0], kv_cbtkh[1]
+        k_btkh, v_btkh = kv_btckh[:, :, 0], kv_btckh[:, :, 1]
         q_btnh = RMSNorm(cfg.rms_norm_eps, "head_dim", name="q_norm")(q_btnh)
         k_btkh = RMSNorm(cfg.rms_norm_eps, "head_dim", name="k_norm")(k_btkh)
-        if self.layer_type == GLOBAL:
-            base, scale = cfg.rope_global_base, cfg.rope_global_scale
-        else:
-            base, scale = cfg.rope_local_base, 1.0
-        q_btnh = apply_rope(q_btnh, positions_bt, base, scale)
-        k_btkh = apply_rope(k_btkh, positions_bt, base, scale)
+        q_btnh = rotate(q_btnh, *rope)
+        k_btkh = rotate(k_btkh, *rope)
         q_btnh = _constrain(q_btnh, ("batch", "length", "heads", "head_dim"))
         out_btnh = attention(
-            q_btnh, k_btkh, v_btkh, kv_mask_bt, config=cfg, layer_type=self.layer_type
+            q_btnh,
+            k_btkh,
+            v_btkh,
+            kv_mask_bt,
+            config=cfg,
+            layer_type=self.layer_type,
+            segments_bs=segments_bt,
         )
         return Einsum(
             (n, h, d), "BTNH,NHD->BTD", ("heads", "head_dim", "embed"), cfg.dtype, name="o"
@@ -68,14 +80,14 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_btd):
         cfg = self.config
-        gate_cbtf = Einsum(
+        gate_btcf = Einsum(
             (2, cfg.embed_dim, cfg.mlp_dim),
-            "BTD,CDF->CBTF",
+            "BTD,CDF->BTCF",
             (None, "embed", "mlp"),
             cfg.dtype,
             name="gating",
         )(x_btd)
-        h_btf = jax.nn.gelu(gate_cbtf[0], approximate=True) * gate_cbtf[1]
+        h_btf = jax.nn.gelu(gate_btcf[:, :, 0], approximate=True) * gate_btcf[:, :, 1]
         h_btf = _constrain(h_btf, ("batch", "length", "mlp"))
         return Einsum(
             (cfg.mlp_dim, cfg.embed_dim), "BTF,FD->BTD", ("mlp", "embed"), cfg.dtype, name="down"
@@ -89,10 +101,10 @@ class Block(nn.Module):
     layer_type: str
 
     @nn.compact
-    def __call__(self, x_btd, positions_bt, kv_mask_bt):
+    def __call__(self, x_btd, rope, kv_mask_bt, segments_bt=None):
         eps = self.config.rms_norm_eps
         h = RMSNorm(eps, name="pre_attention_norm")(x_btd)
-        h = Attention(self.config, self.layer_type, name="attn")(h, positions_bt, kv_mask_bt)
+        h = Attention(self.config, self.layer_type, name="attn")(h, rope, kv_mask_bt, segments_bt)
         x_btd = x_btd + RMSNorm(eps, name="post_attention_norm")(h)
         h = RMSNorm(eps, name="pre_ffw_norm")(x_btd)
         h = MLP(self.config, name="mlp")(h)
@@ -113,18 +125,37 @@ class Transformer(nn.Module):
         self.layers = [block(cfg, t, name=f"layer_{i}") for i, t in enumerate(cfg.layer_types)]
         self.final_norm = RMSNorm(cfg.rms_norm_eps)
 
-    def __call__(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None) -> jax.Array:
-        """tokens_bt: [B, T] int; mask_bt: [B, T] bool (True = real token; default tokens != pad).
+    def __call__(
+        self,
+        tokens_bt: jax.Array,
+        mask_bt: jax.Array | None = None,
+        segments_bt: jax.Array | None = None,
+        positions_bt: jax.Array | None = None,
+    ) -> jax.Array:
+        """tokens_bt: [B, T] int; mask_bt: [B, T] bool (True = real token; default tokens != pad);
+        segments_bt: [B, T] int, for packed rows (several texts per row): which text each token
+        belongs to (1, 2, ...; 0 = padding), with positions_bt counting from 0 in each text.
+        Without them every row is one text at positions 0..T-1.
 
         Returns: [B, T, D] in the compute dtype.
         """
-        if mask_bt is None:
-            mask_bt = tokens_bt != self.config.pad_id
+        cfg = self.config
+        if segments_bt is not None:
+            if positions_bt is None:
+                raise ValueError("packed rows (segments_bt) need their per-text positions_bt")
+            mask_bt = segments_bt > 0
+        elif mask_bt is None:
+            mask_bt = tokens_bt != cfg.pad_id
         mask_bt = mask_bt.astype(bool)
-        positions_bt = jnp.broadcast_to(jnp.arange(tokens_bt.shape[-1]), tokens_bt.shape)
+        if positions_bt is None:
+            positions_bt = jnp.broadcast_to(jnp.arange(tokens_bt.shape[-1]), tokens_bt.shape)
+        rope = {
+            t: rope_angles(positions_bt, cfg.head_dim, *rope_base(cfg, t))
+            for t in sorted(set(cfg.layer_types))
+        }
         x_btd = _constrain(self.embedder.encode(tokens_bt), ("batch", "length", "embed"))
-        for layer in self.layers:
-            x_btd = layer(x_btd, positions_bt, mask_bt)
+        for layer, layer_type in zip(self.layers, cfg.layer_types):
+            x_btd = layer(x_btd, rope[layer_type], mask_bt, segments_bt)
         return self.final_norm(x_btd)
 
     def logits(self, x_btd: jax.Array) -> jax.Array:

@@ -38,6 +38,33 @@ def test_banded_equals_masked_reference(t, bidirectional):
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("t", [6, 13, 31])
+def test_banded_with_segments_equals_masked_reference(t):
+    """Packed rows: a key is visible only within its own segment (texts of 1 to 12 tokens, so
+    shorter than, at and beyond the window of 6), with padding after the last text."""
+    config = ModelConfig.tiny()
+    q, k, v, _ = _inputs(config, t, [t, t])
+    rng = np.random.default_rng(t)
+    segments = np.zeros((2, t), np.int32)
+    for row in range(2):
+        start, seg = 0, 1
+        while start < t - 2:  # the last position or more stays padding
+            n = min(int(rng.integers(1, min(13, t // 2 + 1))), t - 1 - start)
+            segments[row, start : start + n] = seg
+            start, seg = start + n, seg + 1
+    mask = segments > 0
+    assert segments.max() >= 2 and not mask.all()
+    pos = jnp.arange(t)
+    full_mask = (
+        _structure(config, LOCAL, pos, pos)[None]
+        & mask[:, None, :]
+        & (segments[:, :, None] == segments[:, None, :])
+    )
+    ref = _masked_softmax_attention(q, k, v, full_mask, config)
+    out = _banded(q, k, v, mask, config, jnp.asarray(segments))
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5, rtol=0)
+
+
 def test_structure_matches_config_rule():
     config = ModelConfig.embeddinggemma_300m()
     assert config.window == 257  # from sliding_window=512, as transformers derives it
@@ -72,6 +99,17 @@ def test_chooser():
     for backend in ("cpu", "gpu", "tpu"):  # an explicit choice is honoured
         assert choose_impl(cfg.replace(attention_impl="splash"), GLOBAL, 8, backend) == "splash"
     assert choose_impl(cfg.replace(attention_impl="banded"), GLOBAL, 2048, "cpu") == "xla"
+    # Packed rows (segment ids): cuDNN takes padding masks only, so never for them.
+    assert choose_impl(bf16, GLOBAL, 512, "gpu", packed=True) == "xla"
+    assert choose_impl(bf16, LOCAL, 256, "gpu", packed=True) == "xla"
+    assert choose_impl(bf16, LOCAL, 2048, "gpu", packed=True) == "banded"
+    assert choose_impl(cfg, LOCAL, 512, "tpu", packed=True) == "splash"
+    explicit = bf16.replace(attention_impl="cudnn")
+    assert choose_impl(explicit, GLOBAL, 512, "gpu") == "cudnn"
+    assert choose_impl(explicit, GLOBAL, 512, "gpu", packed=True) == "xla"
+    assert choose_impl(explicit, LOCAL, 512, "gpu", packed=True) == "banded"
+    assert choose_impl(bf16.replace(attention_impl="banded"), GLOBAL, 512, "gpu") == "cudnn"
+    assert choose_impl(bf16.replace(attention_impl="banded"), GLOBAL, 512, "gpu", True) == "xla"
     with pytest.raises(ValueError, match="attention_impl"):
         choose_impl(cfg.replace(attention_impl="flash"), LOCAL, 8, "cpu")
     assert jax.default_backend() == "cpu"

@@ -12,6 +12,7 @@ from transformers import Gemma3TextConfig, Gemma3TextModel
 
 from embeddinggemma_jax.interop import transformer_params_from_hf
 from embeddinggemma_jax.model import EmbeddingGemma, ModelConfig
+from embeddinggemma_jax.text.packing import best_fit_decreasing, pack_rows
 
 LENGTHS = (23, 17, 5)  # longest > 2 * window (banded kernel), padding on two rows
 
@@ -45,20 +46,16 @@ def _reference(config: ModelConfig, seed: int = 0):
     return hf, head, params
 
 
-def _batch(config: ModelConfig, seed: int = 1):
+def _batch(config: ModelConfig, seed: int = 1, lengths=LENGTHS):
     rng = np.random.default_rng(seed)
-    tokens = np.zeros((len(LENGTHS), max(LENGTHS)), np.int32)
-    for row, n in enumerate(LENGTHS):
+    tokens = np.zeros((len(lengths), max(lengths)), np.int32)
+    for row, n in enumerate(lengths):
         tokens[row, :n] = rng.integers(1, config.vocab_size, n)
     return tokens, tokens != 0
 
 
-@pytest.mark.parametrize("impl", ["auto", "xla", "banded"])
-def test_matches_transformers_and_sentence_transformers(impl):
-    config = ModelConfig.tiny(attention_impl=impl)
-    assert config.window == config.sliding_window // 2 + 1 < max(LENGTHS)
-    hf, head, params = _reference(config)
-    tokens, mask = _batch(config)
+def _reference_outputs(hf, head, tokens, mask):
+    """(token states [B, T, D], sentence embeddings [B, E]) of the torch reference."""
     with torch.no_grad():
         out = hf(
             input_ids=torch.from_numpy(tokens).long(), attention_mask=torch.from_numpy(mask).long()
@@ -69,8 +66,16 @@ def test_matches_transformers_and_sentence_transformers(impl):
         }
         for module in head:
             features = module(features)
-    ref_states = out.last_hidden_state.numpy()
-    ref_emb = features["sentence_embedding"].numpy()
+    return out.last_hidden_state.numpy(), features["sentence_embedding"].numpy()
+
+
+@pytest.mark.parametrize("impl", ["auto", "xla", "banded"])
+def test_matches_transformers_and_sentence_transformers(impl):
+    config = ModelConfig.tiny(attention_impl=impl)
+    assert config.window == config.sliding_window // 2 + 1 < max(LENGTHS)
+    hf, head, params = _reference(config)
+    tokens, mask = _batch(config)
+    ref_states, ref_emb = _reference_outputs(hf, head, tokens, mask)
 
     model = EmbeddingGemma(config)
     states = model.apply({"params": params}, tokens, mask, method=EmbeddingGemma.token_states)
@@ -79,6 +84,33 @@ def test_matches_transformers_and_sentence_transformers(impl):
     np.testing.assert_allclose(np.asarray(emb), ref_emb, atol=1e-5, rtol=0)
     # The comparison is sharp: token states are O(1) and differ between rows.
     assert np.abs(ref_states[mask]).mean() > 0.1
+
+
+@pytest.mark.parametrize("impl", ["auto", "xla", "banded", "splash"])
+def test_packed_rows_match_the_reference_per_text(impl):
+    """Several texts per row (segment ids, per-text positions): each text's embedding equals the
+    reference's for that text alone, for texts shorter than, at and beyond the local window and
+    rows of 1-4 texts (splash runs in Pallas interpret mode off TPU)."""
+    config = ModelConfig.tiny(attention_impl=impl)
+    lengths = (23, 17, 5, 9, 2, 12, 7, 6, 30)
+    assert min(lengths) < config.window < max(lengths) and config.window in lengths
+    hf, head, params = _reference(config)
+    tokens, mask = _batch(config, lengths=lengths)
+    _, ref_emb = _reference_outputs(hf, head, tokens, mask)
+
+    texts = [list(row[:n]) for row, n in zip(tokens, lengths)]
+    rows = best_fit_decreasing(lengths, 32)
+    assert max(len(r) for r in rows) >= 3 and len(rows) < len(lengths)
+    packed, segments, positions = pack_rows(texts, rows, 32, num_rows=len(rows) + 1)
+    emb = EmbeddingGemma(config).apply(
+        {"params": params}, packed, segments_bt=segments, positions_bt=positions, num_segments=4
+    )
+    emb = np.asarray(emb)
+    assert emb.shape == (len(rows) + 1, 4, config.output_dim)
+    for r, row in enumerate(rows):
+        for slot, i in enumerate(row):
+            np.testing.assert_allclose(emb[r, slot], ref_emb[i], atol=1e-5, rtol=0)
+        assert not emb[r, len(row) :].any()  # empty slots are zeros
 
 
 def test_local_window_changes_output():
