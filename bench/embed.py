@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tokenizer", default=None, help="tokenizer.model for --random-weights")
     parser.add_argument("--attention", default="auto", help="ours: auto | xla | banded | cudnn")
+    parser.add_argument(
+        "--pack-length",
+        default="auto",
+        help="ours: sequence packing row length, 'auto' (512 on CPU/TPU, off on GPU) or 'none'",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--fixed",
@@ -114,7 +119,12 @@ def main(argv=None) -> dict:
     from embeddinggemma_jax import Embedder
 
     t0 = time.perf_counter()
-    ours = Embedder.from_pretrained(args.model, dtype=dtype, attention_impl=args.attention)
+    pack = {"auto": "auto", "none": None}.get(args.pack_length.lower(), None)
+    if pack is None and args.pack_length.lower() != "none":
+        pack = int(args.pack_length)
+    ours = Embedder.from_pretrained(
+        args.model, dtype=dtype, attention_impl=args.attention, pack_length=pack
+    )
     ours_load_s = time.perf_counter() - t0
     n_matmul = common.matmul_params(ours.params)
     cfg = ours.config
@@ -160,6 +170,14 @@ def main(argv=None) -> dict:
         return ours_forward(params, tokens, mask)
 
     ours._forward = logged_forward
+    ours_packed = ours._forward_packed
+
+    def logged_packed(params, tokens, *rest):
+        ours_log.shapes.append(tuple(tokens.shape))
+        return ours_packed(params, tokens, *rest)
+
+    ours._forward_packed = logged_packed
+    env["ours_pack_length"] = str(ours.pack_length)
     peer_log = ShapeLog()
     if peer is not None:
         transformer = peer[0]

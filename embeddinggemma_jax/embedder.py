@@ -24,10 +24,16 @@ from embeddinggemma_jax.interop.sentence_transformers import (
     save_sentence_transformer,
 )
 from embeddinggemma_jax.model import EmbeddingGemma, ModelConfig, check_dtype, truncate
+from embeddinggemma_jax.text.packing import best_fit_decreasing, pack_rows
 from embeddinggemma_jax.text.prompts import DEFAULT_PROMPTS, apply_document_prompts, resolve_prompt
 from embeddinggemma_jax.text.tokenizer import Tokenizer, check_texts
 
 MIN_BUCKET = 16
+PACK_LENGTH = 512  # "auto" packing's row length
+PACKED_TOKENS_PER_TEXT = 128  # a packed batch holds about batch_size x this many tokens
+# A text filling at least this much of its length bucket keeps a row of its own: packing it would
+# save no padding and make its attention span the whole packed row.
+NO_PACK_FILL = 0.9
 
 
 def bucket_lengths(max_length: int, smallest: int = MIN_BUCKET) -> tuple[int, ...]:
@@ -61,6 +67,7 @@ class Embedder:
         prompts: Mapping[str, str] | None = None,
         max_length: int = 2048,
         tokenizer_files: str | Path | None = None,
+        pack_length: int | str | None = "auto",
     ):
         """
         Args:
@@ -70,17 +77,34 @@ class Embedder:
           prompts: prompt table (default: the released checkpoint's).
           max_length: tokens per text including BOS/EOS; longer texts are truncated.
           tokenizer_files: folder (or tokenizer.model) copied by `save_pretrained`.
+          pack_length: texts up to this many tokens share rows of this length (sequence packing:
+            no padding between texts, same embeddings); longer ones get rows of their own.
+            None: one text per row. "auto": 512 on CPU and TPU; off on GPU, where cuDNN
+            attention (padding masks only) is the faster path.
         """
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
+        if pack_length == "auto":
+            pack_length = PACK_LENGTH if jax.default_backend() in ("cpu", "tpu") else None
+        if pack_length is not None and (not isinstance(pack_length, int) or pack_length < 2):
+            raise ValueError(
+                f"pack_length must be an int >= 2, None or 'auto', got {pack_length!r}"
+            )
         self.config = config
         self.params = jax.device_put(params)
         self.tokenizer = tokenizer
         self.prompts = dict(DEFAULT_PROMPTS if prompts is None else prompts)
         self.max_length = max_length
         self.tokenizer_files = tokenizer_files if tokenizer_files is not None else tokenizer.path
+        self.pack_length = None if pack_length is None else min(pack_length, max_length)
         model = EmbeddingGemma(config)
         self._forward = jax.jit(lambda p, t, m: model.apply({"params": p}, t, m))
+        self._forward_packed = jax.jit(
+            lambda p, t, s, pos, n: model.apply(
+                {"params": p}, t, segments_bt=s, positions_bt=pos, num_segments=n
+            ),
+            static_argnums=4,
+        )
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -91,9 +115,11 @@ class Embedder:
         dtype: str = "float32",
         max_length: int = 2048,
         attention_impl: str = "auto",
+        pack_length: int | str | None = "auto",
     ) -> Embedder:
         """Loads a sentence-transformers / Hugging Face folder, a hub id, or an Orbax checkpoint
-        directory written by training (a step directory, or the workdir: latest step)."""
+        directory written by training (a step directory, or the workdir: latest step).
+        `pack_length`: see `Embedder`."""
         dtype = check_dtype(dtype)
         path = resolve_model_path(path_or_id)
         overrides = dict(dtype=dtype, attention_impl=attention_impl)
@@ -108,6 +134,7 @@ class Embedder:
                 Tokenizer(tokenizer_file),
                 prompts=prompts,
                 max_length=min(max_length, config.max_length),
+                pack_length=pack_length,
             )
         config, params, info = load_sentence_transformer(path, **overrides)
         if info.tokenizer_file is None:
@@ -121,6 +148,7 @@ class Embedder:
             prompts=info.prompts,
             max_length=max_length,
             tokenizer_files=path,
+            pack_length=pack_length,
         )
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -187,21 +215,66 @@ class Embedder:
         ids = self.tokenizer.encode(texts, max_length=self.max_length)
         pending = []  # keep a couple of batches in flight: host work overlaps device work
         bar = tqdm(total=len(texts), disable=not show_progress, desc="encode", unit="text")
-        for length, rows in self._batches([len(x) for x in ids], batch_size):
-            # Row counts are powers of two too, so a short last batch does not recompile per size.
-            padded_rows = min(batch_size, 1 << math.ceil(math.log2(len(rows))))
-            tokens, mask = self.tokenizer.pad([ids[i] for i in rows], length)
-            tokens = np.pad(tokens, [(0, padded_rows - len(rows)), (0, 0)])
-            mask = np.pad(mask, [(0, padded_rows - len(rows)), (0, 0)])
-            pending.append(
-                (rows, self._forward(self.params, jnp.asarray(tokens), jnp.asarray(mask)))
-            )
+        for slots, embeddings in self._device_calls(ids, batch_size):
+            pending.append((slots, embeddings))
             if len(pending) > 2:
                 self._collect(out, *pending.pop(0), dim, bar)
         for item in pending:
             self._collect(out, *item, dim, bar)
         bar.close()
         return out
+
+    def _device_calls(self, ids: list[list[int]], batch_size: int):
+        """Dispatches the forward passes; yields (text index per output slot, -1 for none; the
+        embeddings, still on device). With packing, texts up to `pack_length` tokens go into
+        packed rows (one text alone when it nearly fills its length bucket: packing would save
+        no padding and stretch its attention over the whole row); longer texts (all, without
+        packing) get one row each, grouped by length bucket."""
+        lengths = [len(x) for x in ids]
+        single = list(range(len(ids)))
+        if self.pack_length is not None:
+            buckets = np.asarray(bucket_lengths(self.max_length))
+            n = np.asarray(lengths)
+            fits = n <= self.pack_length
+            alone = fits & (n >= NO_PACK_FILL * buckets[np.searchsorted(buckets, n)])
+            shared = [i for i in single if fits[i] and not alone[i]]
+            rows = [
+                [shared[k] for k in row]
+                for row in best_fit_decreasing([lengths[i] for i in shared], self.pack_length)
+            ]
+            rows += [[i] for i in single if alone[i]]
+            single = [i for i in single if not fits[i]]
+            yield from self._packed_calls(ids, lengths, rows, batch_size)
+        for length, rows in self._batches([lengths[i] for i in single], batch_size):
+            members = [single[r] for r in rows]
+            num_rows = _row_count(len(members), batch_size)
+            tokens, mask = self.tokenizer.pad([ids[i] for i in members], length)
+            tokens = np.pad(tokens, [(0, num_rows - len(members)), (0, 0)])
+            mask = np.pad(mask, [(0, num_rows - len(members)), (0, 0)])
+            slots = np.full(num_rows, -1)
+            slots[: len(members)] = members
+            yield slots, self._forward(self.params, jnp.asarray(tokens), jnp.asarray(mask))
+
+    def _packed_calls(self, ids, lengths, rows, batch_size):
+        """Packed rows grouped by the length bucket of their fill; a call holds about
+        batch_size x PACKED_TOKENS_PER_TEXT tokens."""
+        buckets = bucket_lengths(self.pack_length)
+        by_bucket: dict[int, list[list[int]]] = {}
+        for row in rows:
+            fill = sum(lengths[i] for i in row)
+            by_bucket.setdefault(buckets[np.searchsorted(buckets, fill)], []).append(row)
+        for length, group in sorted(by_bucket.items(), reverse=True):
+            per_call = max(1, batch_size * PACKED_TOKENS_PER_TEXT // length)
+            for start in range(0, len(group), per_call):
+                chunk = group[start : start + per_call]
+                num_rows = _row_count(len(chunk), per_call)
+                num_segments = 1 << math.ceil(math.log2(max(len(r) for r in chunk)))
+                arrays = pack_rows(ids, chunk, length, num_rows, self.tokenizer.pad_id)
+                slots = np.full((num_rows, num_segments), -1)
+                for r, row in enumerate(chunk):
+                    slots[r, : len(row)] = row
+                emb = self._forward_packed(self.params, *map(jnp.asarray, arrays), num_segments)
+                yield slots.reshape(-1), emb
 
     def _batches(self, lengths: Sequence[int], batch_size: int):
         """(padded length, row indices) per batch: rows sorted longest first, grouped by length
@@ -215,7 +288,15 @@ class Embedder:
                 yield buckets[b], rows[start : start + batch_size]
 
     @staticmethod
-    def _collect(out, rows, emb, dim, bar) -> None:
-        emb = np.asarray(emb)[: len(rows)]
-        out[rows] = emb if dim is None else np.asarray(truncate(emb, dim))
-        bar.update(len(rows))
+    def _collect(out, slots, emb, dim, bar) -> None:
+        emb = np.asarray(emb).reshape(len(slots), -1)
+        used = slots >= 0
+        emb = emb[used]
+        out[slots[used]] = emb if dim is None else np.asarray(truncate(emb, dim))
+        bar.update(int(used.sum()))
+
+
+def _row_count(rows: int, most: int) -> int:
+    """Rows of a call: the next power of two (at most `most`), so a short last batch does not
+    recompile per size."""
+    return min(most, 1 << math.ceil(math.log2(rows)))

@@ -15,11 +15,11 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from conftest import train_tiny_tokenizer
 
 from embeddinggemma_jax import embed
 from embeddinggemma_jax.embedder import Embedder
 from embeddinggemma_jax.model import GLOBAL, LOCAL, ModelConfig, param_shapes
-from embeddinggemma_jax.text.tokenizer import Tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,16 +28,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny(tmp_path_factory):
     """(in-memory Embedder, its saved sentence-transformers folder): random weights, a small
     SentencePiece model trained on standard-library docstrings with Gemma's special ids."""
-    import sentencepiece as spm
-
     root = tmp_path_factory.mktemp("tiny")
     corpus = "\n".join(inspect.getdoc(m) for m in (argparse, json, textwrap, subprocess, inspect))
-    (root / "corpus.txt").write_text(corpus, encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(root / "corpus.txt"), model_prefix=str(root / "sp"), vocab_size=263,
-        model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, minloglevel=2,
-    )  # fmt: skip
-    tok = Tokenizer(root / "sp.model")
+    tok = train_tiny_tokenizer(root, corpus)
     # Two layers (one local, one global) keep compilation short; random values everywhere, norm
     # scales included (NumPy, to skip tracing an initialiser).
     cfg = ModelConfig.tiny(vocab_size=tok.vocab_size, num_layers=2, layer_types=(LOCAL, GLOBAL))

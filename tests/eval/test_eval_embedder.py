@@ -18,13 +18,13 @@ from types import SimpleNamespace
 import jax
 import numpy as np
 import pytest
+from conftest import train_tiny_tokenizer
 
 from embeddinggemma_jax.embedder import Embedder
 from embeddinggemma_jax.eval import tasks
 from embeddinggemma_jax.evaluate import embedder_encode_fn, evaluate_embedder, main
 from embeddinggemma_jax.model import ModelConfig, init_params
 from embeddinggemma_jax.text.prompts import document_prompt
-from embeddinggemma_jax.text.tokenizer import Tokenizer
 
 MODULES = (json, csv, textwrap, shutil, os, re, argparse, logging, inspect)
 
@@ -42,15 +42,8 @@ def _stdlib_functions():
 @pytest.fixture(scope="module")
 def tiny_embedder(tmp_path_factory):
     """A random tiny model with a small SentencePiece model trained on stdlib docstrings."""
-    import sentencepiece as spm
-
     folder = tmp_path_factory.mktemp("tiny")
-    (folder / "corpus.txt").write_text("\n".join(m.__doc__ for m in MODULES), encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(folder / "corpus.txt"), model_prefix=str(folder / "sp"), vocab_size=263,
-        model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, minloglevel=2,
-    )  # fmt: skip
-    tok = Tokenizer(folder / "sp.model")
+    tok = train_tiny_tokenizer(folder, "\n".join(m.__doc__ for m in MODULES))
     cfg = ModelConfig.tiny(vocab_size=tok.vocab_size)
     return Embedder(cfg, init_params(cfg, jax.random.key(0)), tok, max_length=64)
 
