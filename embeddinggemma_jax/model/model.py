@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from embeddinggemma_jax.model.config import ModelConfig
 from embeddinggemma_jax.model.head import EmbeddingHead
-from embeddinggemma_jax.model.transformer import Transformer
+from embeddinggemma_jax.model.transformer import Transformer, token_mask
 
 
 class EmbeddingGemma(nn.Module):
@@ -37,20 +37,15 @@ class EmbeddingGemma(nn.Module):
         positions_bt: jax.Array | None = None,
         num_segments: int | None = None,
     ) -> jax.Array:
-        if segments_bt is not None:
-            if num_segments is None:
-                raise ValueError("packed rows (segments_bt) need a static num_segments")
-            mask_bt = segments_bt > 0
-        mask_bt = self._mask(tokens_bt, mask_bt)
+        if segments_bt is not None and num_segments is None:
+            raise ValueError("packed rows (segments_bt) need a static num_segments")
+        mask_bt = token_mask(self.config, tokens_bt, mask_bt, segments_bt)
         x_btd = self.encoder(tokens_bt, mask_bt, segments_bt, positions_bt)
         return self.head(x_btd, mask_bt, segments_bt, num_segments)
 
     def token_states(self, tokens_bt: jax.Array, mask_bt: jax.Array | None = None) -> jax.Array:
         """Final-normed encoder states [B, T, D] in the compute dtype."""
-        return self.encoder(tokens_bt, self._mask(tokens_bt, mask_bt))
-
-    def _mask(self, tokens_bt, mask_bt):
-        return (tokens_bt != self.config.pad_id) if mask_bt is None else mask_bt.astype(bool)
+        return self.encoder(tokens_bt, mask_bt)
 
 
 def _init(config: ModelConfig, rng: jax.Array):

@@ -29,6 +29,20 @@ def rope_base(config: ModelConfig, layer_type: str) -> tuple[float, float]:
     return config.rope_local_base, 1.0
 
 
+def token_mask(
+    config: ModelConfig,
+    tokens_bt: jax.Array,
+    mask_bt: jax.Array | None = None,
+    segments_bt: jax.Array | None = None,
+) -> jax.Array:
+    """Real tokens [B, T] bool: segment id > 0 in packed rows, else `mask_bt`, else not padding."""
+    if segments_bt is not None:
+        return segments_bt > 0
+    if mask_bt is None:
+        return tokens_bt != config.pad_id
+    return mask_bt.astype(bool)
+
+
 class Attention(nn.Module):
     """Grouped-query self-attention with QK-norm and per-layer-type RoPE."""
 
@@ -140,13 +154,9 @@ class Transformer(nn.Module):
         Returns: [B, T, D] in the compute dtype.
         """
         cfg = self.config
-        if segments_bt is not None:
-            if positions_bt is None:
-                raise ValueError("packed rows (segments_bt) need their per-text positions_bt")
-            mask_bt = segments_bt > 0
-        elif mask_bt is None:
-            mask_bt = tokens_bt != cfg.pad_id
-        mask_bt = mask_bt.astype(bool)
+        if segments_bt is not None and positions_bt is None:
+            raise ValueError("packed rows (segments_bt) need their per-text positions_bt")
+        mask_bt = token_mask(cfg, tokens_bt, mask_bt, segments_bt)
         if positions_bt is None:
             positions_bt = jnp.broadcast_to(jnp.arange(tokens_bt.shape[-1]), tokens_bt.shape)
         rope = {
