@@ -17,6 +17,11 @@ _HF_LAYER_TYPES = {LOCAL: "sliding_attention", GLOBAL: "full_attention"}
 _SUPPORTED_DTYPES = ("float32", "bfloat16")
 
 
+# The ModelConfig fields that change how the model runs, not its shape or weights: a training
+# config or a loader may override them on any checkpoint.
+EXECUTION_FIELDS = ("dtype", "attention_impl", "remat", "scan_layers")
+
+
 def check_dtype(dtype: Any) -> str:
     """Normalises a compute dtype name; refuses float16 with the reason."""
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
@@ -61,10 +66,13 @@ class ModelConfig:
     # Embedding head: dense projections after pooling (bias-free), then L2 normalisation.
     head_dims: tuple[int, ...] = (3072, 768)
     matryoshka_dims: tuple[int, ...] = (768, 512, 256, 128)
-    # Execution (not shape): compute dtype, attention kernel, rematerialisation.
+    # Execution (not shape; EXECUTION_FIELDS): compute dtype, attention kernel,
+    # rematerialisation, and whether the repeating layer pattern runs as a lax.scan (compiles one
+    # period of layers instead of all of them; same results).
     dtype: str = "float32"
     attention_impl: str = "auto"  # see model.attention.ATTENTION_IMPLS
     remat: str = "none"  # none | full | dots_saveable
+    scan_layers: bool = False
 
     def __post_init__(self):
         check_dtype(self.dtype)

@@ -29,6 +29,15 @@ def rope_base(config: ModelConfig, layer_type: str) -> tuple[float, float]:
     return config.rope_local_base, 1.0
 
 
+def layer_period(layer_types: tuple[str, ...]) -> int:
+    """Length of the shortest pattern that repeats to make `layer_types` (6 for Gemma 3's
+    five local + one global; the layer count when nothing repeats)."""
+    n = len(layer_types)
+    return next(
+        p for p in range(1, n + 1) if n % p == 0 and layer_types == layer_types[:p] * (n // p)
+    )
+
+
 def token_mask(
     config: ModelConfig,
     tokens_bt: jax.Array,
@@ -136,6 +145,7 @@ class Transformer(nn.Module):
         self.embedder = Embed(cfg.vocab_size, cfg.embed_dim, cfg.dtype)
         policy = REMAT_POLICIES[cfg.remat]
         block = Block if cfg.remat == "none" else nn.remat(Block, policy=policy, prevent_cse=False)
+        self.block = block
         self.layers = [block(cfg, t, name=f"layer_{i}") for i, t in enumerate(cfg.layer_types)]
         self.final_norm = RMSNorm(cfg.rms_norm_eps)
 
@@ -164,9 +174,36 @@ class Transformer(nn.Module):
             for t in sorted(set(cfg.layer_types))
         }
         x_btd = _constrain(self.embedder.encode(tokens_bt), ("batch", "length", "embed"))
-        for layer, layer_type in zip(self.layers, cfg.layer_types):
-            x_btd = layer(x_btd, rope[layer_type], mask_bt, segments_bt)
+        period = layer_period(cfg.layer_types)
+        if cfg.scan_layers and period < cfg.num_layers and not self.is_initializing():
+            x_btd = self._scan(x_btd, period, rope, mask_bt, segments_bt)
+        else:
+            for layer, layer_type in zip(self.layers, cfg.layer_types):
+                x_btd = layer(x_btd, rope[layer_type], mask_bt, segments_bt)
         return self.final_norm(x_btd)
+
+    def _scan(self, x_btd, period, rope, mask_bt, segments_bt):
+        """The layers as a lax.scan over repeats of the `period`-layer pattern: the parameters of
+        layers j, j + period, ... are stacked (inside the traced function, so params stay one
+        plain entry per layer) and one period's blocks are compiled once."""
+        params = self.variables["params"]
+        types = self.config.layer_types[:period]
+        repeats = self.config.num_layers // period
+        stacked = [
+            jax.tree.map(
+                lambda *xs: jnp.stack(xs),
+                *(params[f"layer_{r * period + j}"] for r in range(repeats)),
+            )
+            for j in range(period)
+        ]
+        blocks = [self.block(self.config, t, parent=None) for t in types]  # unbound: pure functions
+
+        def one_period(x, period_params):
+            for block, t, p in zip(blocks, types, period_params):
+                x = block.apply({"params": p}, x, rope[t], mask_bt, segments_bt)
+            return x, None
+
+        return jax.lax.scan(one_period, x_btd, stacked)[0]
 
     def logits(self, x_btd: jax.Array) -> jax.Array:
         """Tied output logits [B, T, V] float32, soft-capped when the config says so."""

@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype; params stay float32
     c.model.attention_impl = "auto"
     c.model.remat = "none"
+    c.model.scan_layers = False  # lax.scan over the repeating layer pattern: faster compiles
 
     c.data = ml_collections.ConfigDict()
     c.data.datasets = [dict(path="", weight=1.0, task="query", num_negatives=0)]

@@ -7,7 +7,7 @@ Model: `EmbeddingGemma`, initialised from (``config.init_from``)
 - anything else: a sentence-transformers / Hugging Face folder or hub id
   (`interop.load_sentence_transformer`), e.g. google/embeddinggemma-300m.
 
-``config.model``'s execution fields (dtype, attention_impl, remat) always apply; its shape fields
+``config.model``'s execution fields (`model.config.EXECUTION_FIELDS`) always apply; its shape fields
 only to random init. Data: `embeddinggemma_jax.data` (``config.data``). Objective:
 `losses.embeddinggemma_loss` with ``config.loss`` (Matryoshka dims default to the model's), with
 GradCache when ``config.grad_cache.chunk`` is set. Distillation: precomputed teacher embeddings
@@ -35,7 +35,7 @@ from embeddinggemma_jax.model import (
     param_logical_axes,
     param_shapes,
 )
-from embeddinggemma_jax.model.config import layer_pattern
+from embeddinggemma_jax.model.config import EXECUTION_FIELDS, layer_pattern
 from embeddinggemma_jax.train import perf
 from embeddinggemma_jax.train.gradcache import (
     embed_batch,
@@ -45,7 +45,6 @@ from embeddinggemma_jax.train.gradcache import (
 )
 from embeddinggemma_jax.train.step import TrainTask
 
-EXEC_FIELDS = ("dtype", "attention_impl", "remat")
 SHAPE_FIELDS = (
     "vocab_size",
     "embed_dim",
@@ -84,7 +83,7 @@ def model_config_from(model_cfg: Any, vocab_size: int | None = None) -> ModelCon
     preset = fields.pop("preset", "tiny")
     if preset not in PRESETS:
         raise ValueError(f"model.preset must be one of {PRESETS}, got {preset!r}")
-    unknown = set(fields) - set(SHAPE_FIELDS) - set(EXEC_FIELDS)
+    unknown = set(fields) - set(SHAPE_FIELDS) - set(EXECUTION_FIELDS)
     if unknown:
         raise ValueError(f"model: unknown keys {sorted(unknown)}")
     base = getattr(ModelConfig, preset)()
@@ -107,7 +106,7 @@ def model_config_from(model_cfg: Any, vocab_size: int | None = None) -> ModelCon
 
 
 def _exec_overrides(model_cfg: Any) -> dict[str, Any]:
-    return {k: _get(model_cfg, k) for k in EXEC_FIELDS if _get(model_cfg, k) is not None}
+    return {k: _get(model_cfg, k) for k in EXECUTION_FIELDS if _get(model_cfg, k) is not None}
 
 
 def _check_no_shape_overrides(model_cfg: Any, source: str) -> None:
@@ -115,7 +114,7 @@ def _check_no_shape_overrides(model_cfg: Any, source: str) -> None:
     if set_fields:
         raise ValueError(
             f"model.{set_fields[0]} is set, but the model's shape comes from init_from={source!r}; "
-            "unset the model shape fields (only dtype / attention_impl / remat apply)"
+            f"unset the model shape fields (only {' / '.join(EXECUTION_FIELDS)} apply)"
         )
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import optax
 
 from embeddinggemma_jax.data.ul2 import UL2Config, corrupt, default_denoisers, pack_batch, pad_batch
+from embeddinggemma_jax.model.config import EXECUTION_FIELDS
 from embeddinggemma_jax.model.encoder_decoder import (
     EncoderDecoderConfig,
     encoder_decoder_logical_axes,
@@ -52,8 +53,6 @@ from embeddinggemma_jax.train.ul2 import (
     make_ul2_loss_fn,
     with_cross_attention_warmup,
 )
-
-EXEC_FIELDS = ("dtype", "attention_impl", "remat")
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -203,7 +202,7 @@ class UL2Task(TrainTask):
         self.config = config
         ul2_cfg = config.get("ul2")
         model_cfg = config.get("model")
-        exec_overrides = {k: _get(model_cfg, k) for k in EXEC_FIELDS if _get(model_cfg, k)}
+        exec_overrides = {k: _get(model_cfg, k) for k in EXECUTION_FIELDS if _get(model_cfg, k)}
         tokenizer_path = str(_get(config, "tokenizer", "") or "")
         if not tokenizer_path:
             raise ValueError("config.tokenizer: the UL2 stage needs a tokenizer.model path")

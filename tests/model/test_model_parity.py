@@ -11,7 +11,8 @@ from sentence_transformers.models import Dense, Normalize, Pooling
 from transformers import Gemma3TextConfig, Gemma3TextModel
 
 from embeddinggemma_jax.interop import transformer_params_from_hf
-from embeddinggemma_jax.model import EmbeddingGemma, ModelConfig
+from embeddinggemma_jax.model import GLOBAL, LOCAL, EmbeddingGemma, ModelConfig
+from embeddinggemma_jax.model.transformer import layer_period
 from embeddinggemma_jax.text.packing import best_fit_decreasing, pack_rows
 
 LENGTHS = (23, 17, 5)  # longest > 2 * window (banded kernel), padding on two rows
@@ -162,3 +163,43 @@ def test_jit_and_grad_are_finite():
     loss = lambda p: model.apply({"params": p}, tokens, mask).sum()  # noqa: E731
     grads = jax.jit(jax.grad(loss))(params)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+
+
+def test_layer_period():
+    assert layer_period((LOCAL,) * 5 + (GLOBAL,)) == 6
+    assert layer_period(((LOCAL,) * 5 + (GLOBAL,)) * 4) == 6
+    assert layer_period((LOCAL, GLOBAL) * 3) == 2
+    assert layer_period((LOCAL, LOCAL, GLOBAL, LOCAL)) == 4  # nothing repeats
+    assert layer_period((GLOBAL,)) == 1
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_scanned_layers_equal_unrolled(remat):
+    """scan_layers runs the same computation: embeddings (padded and packed) and gradients."""
+    unrolled = ModelConfig.tiny(layer_types=(LOCAL, GLOBAL) * 2, remat=remat)
+    scanned = unrolled.replace(scan_layers=True)
+    _, _, params = _reference(unrolled)
+    tokens, mask = _batch(unrolled)
+    a, b = EmbeddingGemma(unrolled), EmbeddingGemma(scanned)
+    np.testing.assert_allclose(
+        np.asarray(b.apply({"params": params}, tokens, mask)),
+        np.asarray(a.apply({"params": params}, tokens, mask)),
+        atol=1e-6,
+        rtol=0,
+    )
+    rows = best_fit_decreasing(list(LENGTHS), 32)
+    packed = pack_rows([list(r[:n]) for r, n in zip(tokens, LENGTHS)], rows, 32)
+    kw = dict(segments_bt=packed[1], positions_bt=packed[2], num_segments=2)
+    np.testing.assert_allclose(
+        np.asarray(b.apply({"params": params}, packed[0], **kw)),
+        np.asarray(a.apply({"params": params}, packed[0], **kw)),
+        atol=1e-6,
+        rtol=0,
+    )
+
+    def grads(model):
+        loss = lambda p: (model.apply({"params": p}, tokens, mask) ** 3).sum()  # noqa: E731
+        return jax.tree.leaves(jax.jit(jax.grad(loss))(params))
+
+    for ga, gb in zip(grads(a), grads(b)):
+        np.testing.assert_allclose(np.asarray(gb), np.asarray(ga), atol=1e-5, rtol=1e-5)
