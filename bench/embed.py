@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="ours: sequence packing row length, 'auto' (512 on CPU/TPU, off on GPU) or 'none'",
     )
+    parser.add_argument(
+        "--no-scan-layers",
+        action="store_true",
+        help="ours: unroll the 24 layers (default: lax.scan over the layer pattern)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument(
         "--fixed",
@@ -123,7 +128,11 @@ def main(argv=None) -> dict:
     if pack is None and args.pack_length.lower() != "none":
         pack = int(args.pack_length)
     ours = Embedder.from_pretrained(
-        args.model, dtype=dtype, attention_impl=args.attention, pack_length=pack
+        args.model,
+        dtype=dtype,
+        attention_impl=args.attention,
+        pack_length=pack,
+        scan_layers=not args.no_scan_layers,
     )
     ours_load_s = time.perf_counter() - t0
     n_matmul = common.matmul_params(ours.params)
@@ -178,6 +187,7 @@ def main(argv=None) -> dict:
 
     ours._forward_packed = logged_packed
     env["ours_pack_length"] = str(ours.pack_length)
+    env["ours_scan_layers"] = str(cfg.scan_layers)
     peer_log = ShapeLog()
     if peer is not None:
         transformer = peer[0]
