@@ -16,6 +16,18 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 SHARED_TOKENIZER = REPO.parent / "shared" / "data" / "gemma3-tokenizer" / "tokenizer.model"
 
 
+def random_params(shapes, std: float, seed: int = 0):
+    """NumPy normal(0, std) float32 arrays shaped like `shapes` (a ShapeDtypeStruct pytree):
+    random values everywhere, norm scales included, so nothing in a comparison is trivial."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    leaves, tree = jax.tree.flatten(shapes)
+    return jax.tree.unflatten(
+        tree, [rng.normal(0.0, std, s.shape).astype(np.float32) for s in leaves]
+    )
+
+
 def train_tiny_tokenizer(folder: Path, text: str, vocab_size: int = 263):
     """A small BPE SentencePiece model with Gemma's special ids (pad 0, eos 1, bos 2, unk 3)."""
     import sentencepiece as spm

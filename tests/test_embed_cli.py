@@ -12,10 +12,9 @@ import subprocess
 import sys
 import textwrap
 
-import jax
 import numpy as np
 import pytest
-from conftest import train_tiny_tokenizer
+from conftest import random_params, train_tiny_tokenizer
 
 from embeddinggemma_jax import embed
 from embeddinggemma_jax.embedder import Embedder
@@ -34,10 +33,7 @@ def tiny(tmp_path_factory):
     # Two layers (one local, one global) keep compilation short; random values everywhere, norm
     # scales included (NumPy, to skip tracing an initialiser).
     cfg = ModelConfig.tiny(vocab_size=tok.vocab_size, num_layers=2, layer_types=(LOCAL, GLOBAL))
-    rng = np.random.default_rng(7)
-    params = jax.tree.map(
-        lambda s: rng.normal(0.0, 0.1, s.shape).astype(np.float32), param_shapes(cfg)
-    )
+    params = random_params(param_shapes(cfg), 0.1, seed=7)
     embedder = Embedder(cfg, params, tok, max_length=64)
     return embedder, embedder.save_pretrained(root / "model")
 

@@ -3,14 +3,13 @@ Gemma 3 stack, padded vs packed batches, the unbalanced setting."""
 
 import functools
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_params
 
 from embeddinggemma_jax.data.ul2 import UL2Config, corrupt, pack_batch, pad_batch
-from embeddinggemma_jax.model import GLOBAL, LOCAL, ModelConfig, Transformer
+from embeddinggemma_jax.model import GLOBAL, LOCAL, ModelConfig, Transformer, param_shapes
 from embeddinggemma_jax.model.encoder_decoder import (
     CROSS_ATTENTION_KEYS,
     EncoderDecoder,
@@ -37,16 +36,7 @@ def _apply(config: EncoderDecoderConfig, method: str = "__call__"):
 
 def _decoder_only(config: ModelConfig, seed: int = 0) -> dict:
     """Random decoder-only params with large weights everywhere, norms included."""
-    shapes = nn.meta.unbox(
-        jax.eval_shape(
-            lambda: Transformer(config).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
-        )["params"]
-    )
-    leaves, tree = jax.tree.flatten(shapes)
-    rng = np.random.default_rng(seed)
-    return jax.tree.unflatten(
-        tree, [rng.normal(0.0, 0.3, s.shape).astype(np.float32) for s in leaves]
-    )
+    return random_params(param_shapes(config)["encoder"], 0.3, seed)  # the Transformer's params
 
 
 def _tokens(config: ModelConfig, lengths=LENGTHS, seed: int = 1):

@@ -2,17 +2,17 @@
 loss, the unbalanced cross-attention warm-up, and extract_encoder -> EmbeddingGemma -> a few
 contrastive steps (also from an Orbax checkpoint directory)."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from conftest import random_params
 
 from embeddinggemma_jax.data.ul2 import UL2Config, ul2_batches
 from embeddinggemma_jax.interop import load_sentence_transformer, save_gemma3
-from embeddinggemma_jax.model import GLOBAL, LOCAL, EmbeddingGemma, ModelConfig, Transformer
+from embeddinggemma_jax.model import GLOBAL, LOCAL, EmbeddingGemma, ModelConfig
 from embeddinggemma_jax.model.encoder_decoder import (
     EncoderDecoderConfig,
     cross_attention_mask,
@@ -54,16 +54,7 @@ def _sequences(n: int, seed: int):
 
 
 def _decoder_only(config: ModelConfig, seed: int = 0) -> dict:
-    shapes = nn.meta.unbox(
-        jax.eval_shape(
-            lambda: Transformer(config).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))
-        )["params"]
-    )
-    leaves, tree = jax.tree.flatten(shapes)
-    rng = np.random.default_rng(seed)
-    return jax.tree.unflatten(
-        tree, [rng.normal(0.0, 0.05, s.shape).astype(np.float32) for s in leaves]
-    )
+    return random_params(param_shapes(config)["encoder"], 0.05, seed)  # the Transformer's params
 
 
 def test_loss_matches_optax_and_ignores_padding():
