@@ -122,6 +122,8 @@ def train_tokenizer(data_dir: str | os.PathLike, vocab_size: int = 4000, seed: i
     """A SentencePiece BPE model trained on the stdlib training split (cached by content)."""
     import sentencepiece as spm
 
+    from embeddinggemma_jax.text.tokenizer import train_bpe
+
     data_dir = Path(data_dir)
     manifest = json.loads((data_dir / "manifest.json").read_text())
     key = json.dumps(
@@ -137,19 +139,10 @@ def train_tokenizer(data_dir: str | os.PathLike, vocab_size: int = 4000, seed: i
     tmp.mkdir(exist_ok=True)
     corpus = tmp / "corpus.txt"
     _tokenizer_corpus(data_dir / "train.jsonl", corpus, seed)
-    spm.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(tmp / "tokenizer"),
-        model_type="bpe",
-        vocab_size=vocab_size,
-        pad_id=0,
-        eos_id=1,
-        bos_id=2,
-        unk_id=3,
-        pad_piece="<pad>",
-        eos_piece="<eos>",
-        bos_piece="<bos>",
-        unk_piece="<unk>",
+    trained = train_bpe(
+        corpus,
+        tmp / "tokenizer",
+        vocab_size,
         byte_fallback=True,
         normalization_rule_name="identity",
         add_dummy_prefix=False,
@@ -165,9 +158,8 @@ def train_tokenizer(data_dir: str | os.PathLike, vocab_size: int = 4000, seed: i
         shuffle_input_sentence=True,
         seed_sentencepiece_size=200_000,
         num_threads=os.cpu_count() or 1,
-        minloglevel=2,
     )
-    os.replace(tmp / "tokenizer.model", model)
+    os.replace(trained, model)
     shutil.rmtree(tmp, ignore_errors=True)
     return model
 

@@ -30,17 +30,11 @@ def random_params(shapes, std: float, seed: int = 0):
 
 def train_tiny_tokenizer(folder: Path, text: str, vocab_size: int = 263):
     """A small BPE SentencePiece model with Gemma's special ids (pad 0, eos 1, bos 2, unk 3)."""
-    import sentencepiece as spm
-
-    from embeddinggemma_jax.text.tokenizer import Tokenizer
+    from embeddinggemma_jax.text.tokenizer import Tokenizer, train_bpe
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "corpus.txt").write_text(text, encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(folder / "corpus.txt"), model_prefix=str(folder / "sp"), vocab_size=vocab_size,
-        model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, minloglevel=2,
-    )  # fmt: skip
-    return Tokenizer(folder / "sp.model")
+    return Tokenizer(train_bpe(folder / "corpus.txt", folder / "sp", vocab_size))
 
 
 def _require(what: str) -> None:

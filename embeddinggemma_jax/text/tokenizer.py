@@ -70,6 +70,36 @@ def _resolve_model_path(path: str | os.PathLike) -> Path:
     return p
 
 
+# Gemma's special ids and pieces, which the Embedder, the trainer and the checkpoint export expect.
+GEMMA_SPECIAL_PIECES = dict(
+    pad_id=0,
+    eos_id=1,
+    bos_id=2,
+    unk_id=3,
+    pad_piece="<pad>",
+    eos_piece="<eos>",
+    bos_piece="<bos>",
+    unk_piece="<unk>",
+)
+
+
+def train_bpe(
+    corpus: str | os.PathLike, model_prefix: str | os.PathLike, vocab_size: int, **options
+) -> Path:
+    """Trains a BPE SentencePiece model on `corpus` (one text per line) with Gemma's special ids
+    and pieces; `options` go to `SentencePieceTrainer.train`. Returns `<model_prefix>.model`."""
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(model_prefix),
+        model_type="bpe",
+        vocab_size=vocab_size,
+        minloglevel=2,
+        **GEMMA_SPECIAL_PIECES,
+        **options,
+    )
+    return Path(f"{model_prefix}.model")
+
+
 def check_texts(texts: Sequence[str], what: str = "texts") -> None:
     """TypeError unless texts is a sequence of str (a single str is refused, not iterated)."""
     if isinstance(texts, (str, bytes)):

@@ -15,9 +15,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import sentencepiece as spm
 
 from embeddinggemma_jax.data.ul2 import ul2_batches
+from embeddinggemma_jax.text.tokenizer import train_bpe
 from embeddinggemma_jax.train.ul2 import make_ul2_loss_fn
 
 Trainer = pytest.importorskip("embeddinggemma_jax.train.trainer").Trainer
@@ -101,26 +101,15 @@ def train_sentencepiece(texts: list[str], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(folder / "tokenizer"),
-        model_type="bpe",
-        vocab_size=VOCAB_SIZE,
-        pad_id=0,
-        eos_id=1,
-        bos_id=2,
-        unk_id=3,
-        pad_piece="<pad>",
-        eos_piece="<eos>",
-        bos_piece="<bos>",
-        unk_piece="<unk>",
+    return train_bpe(
+        corpus,
+        folder / "tokenizer",
+        VOCAB_SIZE,
         user_defined_symbols=[f"<unused{i}>" for i in range(NUM_UNUSED)],
         byte_fallback=True,
         character_coverage=1.0,
         num_threads=1,  # one thread: the same model on every run
-        minloglevel=2,
     )
-    return folder / "tokenizer.model"
 
 
 def ul2_config(tokenizer: Path, train_jsonl: Path):

@@ -60,7 +60,7 @@ def write_beir(folder: Path, rows: list[dict]) -> Path:
 
 def train_sentencepiece(folder: Path) -> Path:
     """A ~200-piece SentencePiece model with Gemma's special ids (pad 0, eos 1, bos 2, unk 3)."""
-    import sentencepiece as spm
+    from embeddinggemma_jax.text.tokenizer import train_bpe
 
     folder.mkdir(parents=True, exist_ok=True)
     model = folder / "tokenizer.model"
@@ -76,26 +76,16 @@ def train_sentencepiece(folder: Path) -> Path:
     ]
     corpus = folder / "corpus.txt"
     corpus.write_text("\n".join(lines * 3) + "\n")
-    spm.SentencePieceTrainer.train(
-        input=str(corpus),
-        model_prefix=str(folder / "tokenizer"),
-        model_type="bpe",
-        vocab_size=200,
+    train_bpe(
+        corpus,
+        folder / "tokenizer",
+        200,
         hard_vocab_limit=False,
-        pad_id=0,
-        eos_id=1,
-        bos_id=2,
-        unk_id=3,
-        pad_piece="<pad>",
-        eos_piece="<eos>",
-        bos_piece="<bos>",
-        unk_piece="<unk>",
         normalization_rule_name="identity",
         add_dummy_prefix=False,
         remove_extra_whitespaces=False,
         allow_whitespace_only_pieces=True,
         num_threads=1,
-        minloglevel=2,
     )
     return model
 
