@@ -46,12 +46,12 @@ def get_config(arg=None):
     c.log.every = 20
     c.loss.temperature = 0.05
     c.loss.spread_out_weight = 1.0
+    c.data.query_max_length = 256
+    c.data.doc_max_length = 512
     if variant == "prefinetune":
         c.num_steps = 20_000
         c.data.datasets = [dict(path="", weight=1.0, task="query", num_negatives=0)]
         c.data.global_batch_size = 4096
-        c.data.query_max_length = 256
-        c.data.doc_max_length = 512
         c.grad_cache.chunk = 256
         c.optimizer.learning_rate = 1e-4
         c.optimizer.warmup_steps = 1000
@@ -60,8 +60,6 @@ def get_config(arg=None):
         c.num_steps = 5_000
         c.data.datasets = [dict(path="", weight=1.0, task="query", num_negatives=3)]
         c.data.global_batch_size = 256
-        c.data.query_max_length = 256
-        c.data.doc_max_length = 512
         c.grad_cache.chunk = 64
         c.optimizer.learning_rate = 2e-5
         c.optimizer.warmup_steps = 300
