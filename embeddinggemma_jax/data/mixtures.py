@@ -8,13 +8,20 @@ any step can be computed without replaying the ones before it, and resuming is e
 
 `Mixture.locate(step)` also returns how many batches that dataset has served before `step` (its
 cursor), which is where the dataset's own shuffled stream continues.
+
+Mixtures as config (the recipe's mixture search, arXiv 2509.20354 §2.3): a mixture is a mapping
+``{dataset name: weight}`` over the named datasets of ``config.data.datasets``, each dataset in one
+of the paper's task groups (`TASK_GROUPS`). `seed_mixture` reads the config's weights (the seed
+trial), `dirichlet_mixtures` draws seeded samples on the simplex (the other initial trials), and
+`with_weights` writes a mixture back into a ``data.datasets`` list.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -103,3 +110,109 @@ class Mixture:
             np.count_nonzero(before[:-1] == dataset)
         )
         return dataset, cursor
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixtures as config
+
+# The paper's three task groups and the builders (`embeddinggemma_jax.data.build`) in each.
+TASK_GROUPS: dict[str, tuple[str, ...]] = {
+    "task": ("glossary",),
+    "language": ("catalogs",),
+    "code": ("stdlib", "sympy"),
+}
+# The smallest positive weight a sampled mixture keeps (`Mixture` needs every weight > 0).
+MIN_WEIGHT = 1e-6
+
+
+def task_group(name: str) -> str | None:
+    """The task group of a dataset named like a builder (``"catalogs"``, ``"sympy"``), else None."""
+    for group, names in TASK_GROUPS.items():
+        if name in names:
+            return group
+    return None
+
+
+def _check_names(names: Sequence[str]) -> list[str]:
+    names = [str(n) for n in names]
+    if not names:
+        raise ValueError("a mixture needs at least one dataset name")
+    if len(set(names)) != len(names):
+        raise ValueError(f"dataset names must be distinct, got {names}")
+    return names
+
+
+def dirichlet_mixtures(
+    names: Sequence[str], n: int, seed: int, alpha: float = 1.0
+) -> list[dict[str, float]]:
+    """`n` mixtures drawn from a symmetric Dirichlet(`alpha`) over `names`, seeded.
+
+    Deterministic for (names, seed, alpha), and prefix-stable: the first k of ``n`` samples are the
+    ``k`` samples, so a search that asks for more trials later keeps its earlier ones. Weights are
+    on the simplex (sum 1) and at least `MIN_WEIGHT` (renormalised), so each is a valid `Mixture`.
+    alpha = 1 is uniform on the simplex; smaller alpha favours mixtures dominated by few datasets.
+    """
+    names = _check_names(names)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a positive number, got {alpha}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & _MASK64, len(names)]))
+    out = []
+    for _ in range(n):
+        w = rng.dirichlet(np.full(len(names), float(alpha)))
+        w = np.maximum(w, MIN_WEIGHT)
+        w = w / w.sum()
+        out.append({name: float(x) for name, x in zip(names, w)})
+    return out
+
+
+def normalize(mixture: Mapping[str, float]) -> dict[str, float]:
+    """The mixture scaled to sum 1; every weight must be a positive finite number."""
+    _check_names(list(mixture))
+    for name, w in mixture.items():
+        if not (math.isfinite(float(w)) and float(w) > 0):
+            raise ValueError(f"dataset {name!r}: weight must be a positive number, got {w}")
+    total = sum(float(w) for w in mixture.values())
+    return {name: float(w) / total for name, w in mixture.items()}
+
+
+def _as_dict(dataset) -> dict:
+    """A ``data.datasets`` entry (dict, ConfigDict or `DatasetConfig`) as a plain dict."""
+    if hasattr(dataset, "to_dict"):
+        return dataset.to_dict()
+    if dataclasses.is_dataclass(dataset):
+        return dataclasses.asdict(dataset)
+    return dict(dataset)
+
+
+def _dataset_name(dataset: Mapping, index: int) -> str:
+    name = dataset.get("name") or str(dataset.get("path", "")).rstrip("/").rsplit("/", 1)[-1]
+    if not name:
+        raise ValueError(f"data.datasets[{index}]: needs a name (or a path) to be in a mixture")
+    return name
+
+
+def seed_mixture(datasets: Sequence) -> dict[str, float]:
+    """The mixture a config gives (``config.data.datasets``), normalised: the search's seed trial."""
+    mixture = {}
+    for i, d in enumerate(map(_as_dict, datasets)):
+        name = _dataset_name(d, i)
+        if name in mixture:
+            raise ValueError(f"data.datasets[{i}]: dataset name {name!r} appears twice")
+        mixture[name] = d.get("weight", 1.0)
+    return normalize(mixture)
+
+
+def with_weights(datasets: Sequence, mixture: Mapping[str, float]) -> list[dict]:
+    """A copy of ``config.data.datasets`` (as dicts) with the weights of `mixture` (same names)."""
+    out = [_as_dict(d) for d in datasets]
+    names = [_dataset_name(d, i) for i, d in enumerate(out)]
+    if sorted(names) != sorted(mixture):
+        raise ValueError(
+            f"mixture names {sorted(mixture)} differ from the datasets' {sorted(names)}"
+        )
+    weights = normalize(mixture)
+    for name, d in zip(names, out):
+        d["weight"] = weights[name]
+    return out

@@ -7,6 +7,12 @@ import pytest
 from scipy.stats import chisquare
 
 from embeddinggemma_jax.data import DataConfig, DataPipeline, DatasetConfig, Mixture
+from embeddinggemma_jax.data.mixtures import (
+    dirichlet_mixtures,
+    seed_mixture,
+    task_group,
+    with_weights,
+)
 
 
 class LengthTokenizer:
@@ -93,3 +99,46 @@ def test_each_global_batch_comes_from_one_dataset(tmp_path):
         assert processes[0].batch(step)["dataset"] == dataset
         counts[dataset] += 1
     assert counts.min() > 0
+
+
+def test_dirichlet_mixtures_are_seeded_deterministic_and_on_the_simplex():
+    names = ["stdlib", "sympy", "catalogs", "glossary"]
+    a = dirichlet_mixtures(names, 10, seed=3)
+    assert a == dirichlet_mixtures(names, 10, seed=3)
+    assert a[:4] == dirichlet_mixtures(names, 4, seed=3)  # prefix-stable
+    assert a != dirichlet_mixtures(names, 10, seed=4)
+    assert len(a) == 10 and len({tuple(m.values()) for m in a}) == 10
+    for m in a + dirichlet_mixtures(names, 20, seed=0, alpha=0.05):
+        assert list(m) == names
+        assert abs(sum(m.values()) - 1.0) < 1e-12
+        assert min(m.values()) > 0
+        Mixture(list(m.values()), 0)  # a valid mixture
+    # alpha = 1 is uniform on the simplex: each weight has mean 1/4 (std of the mean ~0.005).
+    means = np.mean([list(m.values()) for m in dirichlet_mixtures(names, 2000, seed=1)], axis=0)
+    assert np.allclose(means, 0.25, atol=0.02)
+    sparse = np.array([list(m.values()) for m in dirichlet_mixtures(names, 500, 1, alpha=0.1)])
+    assert np.mean(sparse.max(axis=1)) > 0.8  # small alpha: one dataset dominates
+    assert dirichlet_mixtures(names, 0, seed=0) == []
+    for bad in (dict(names=[], n=1), dict(names=["a", "a"], n=1), dict(names=["a"], n=-1)):
+        with pytest.raises(ValueError):
+            dirichlet_mixtures(**bad, seed=0)
+    with pytest.raises(ValueError):
+        dirichlet_mixtures(names, 1, seed=0, alpha=0.0)
+
+
+def test_seed_mixture_and_with_weights_round_trip():
+    datasets = [
+        dict(path="data/stdlib/train.jsonl", name="stdlib", weight=3.0),
+        DatasetConfig(path="data/catalogs/train.jsonl", name="catalogs", weight=1.0),
+    ]
+    assert seed_mixture(datasets) == {"stdlib": 0.75, "catalogs": 0.25}
+    updated = with_weights(datasets, {"catalogs": 3.0, "stdlib": 1.0})
+    assert [d["weight"] for d in updated] == [0.25, 0.75]
+    assert updated[0]["path"] == "data/stdlib/train.jsonl" and datasets[0]["weight"] == 3.0
+    assert seed_mixture(updated) == {"stdlib": 0.25, "catalogs": 0.75}
+    DataConfig.from_mapping({"datasets": updated, "global_batch_size": 4})  # still valid config
+    with pytest.raises(ValueError, match="differ"):
+        with_weights(datasets, {"stdlib": 1.0})
+    with pytest.raises(ValueError, match="twice"):
+        seed_mixture([dict(path="a/x", weight=1.0), dict(path="b/x", weight=1.0)])
+    assert task_group("catalogs") == "language" and task_group("nope") is None
