@@ -97,7 +97,7 @@ def quickstart_config() -> ml_collections.ConfigDict:
 
 
 def _cache_dir() -> Path:
-    from embeddinggemma_jax.eval.tasks import default_cache_dir
+    from embeddinggemma_jax.eval import default_cache_dir
 
     return default_cache_dir()
 

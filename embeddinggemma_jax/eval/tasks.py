@@ -1,4 +1,7 @@
-"""Evaluation tasks: read from local files or built from text that ships with Python.
+"""Evaluation task types: what each task holds, how it is scored, and its folder layout.
+
+Reading the files is `eval.files`; finding a task by name or folder is `eval.registry`; the
+built-in tasks are `eval.builtin`; running tasks on a model is `eval.runner`.
 
 A task is a folder. `task.json` names its type (and optionally its name, prompts and options);
 a folder with `corpus.jsonl` and no `task.json` is read as a BEIR retrieval task. Files may be
@@ -52,23 +55,29 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import gzip
-import hashlib
 import json
-import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from embeddinggemma_jax.eval import metrics
+from embeddinggemma_jax.eval.files import (
+    TaskDataError,
+    check_labels,
+    find_file,
+    get_field,
+    read_ided,
+    read_qrels,
+    read_records,
+    write_jsonl,
+)
 from embeddinggemma_jax.text.prompts import apply_document_prompts
 
 __all__ = [
-    "BUILTIN_TASKS",
+    "TASK_TYPES",
     "BitextMiningTask",
     "ClassificationTask",
     "ClusteringTask",
@@ -81,205 +90,10 @@ __all__ = [
     "Task",
     "TaskDataError",
     "TruncatingEncoder",
-    "default_cache_dir",
-    "get_task",
-    "load_task",
 ]
 
 EncodeFn = Callable[[Sequence[str], "str | None", int], np.ndarray]
 Results = dict[int, dict[str, float]]
-
-
-class TaskDataError(ValueError):
-    """A malformed task file: the message names the file, the line and the field."""
-
-    def __init__(self, message: str, *, where: str, field: str | None = None):
-        self.where, self.field, self.reason = where, field, message
-        super().__init__(": ".join([where, *([f"field {field!r}"] if field else []), message]))
-
-
-# --------------------------------------------------------------------------------------------
-# Reading files
-# --------------------------------------------------------------------------------------------
-
-
-def _find(folder: Path, *names: str, required: bool = True) -> Path | None:
-    for name in names:
-        for candidate in (folder / name, folder / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
-    if required:
-        raise FileNotFoundError(f"{folder}: none of {', '.join(names)} found")
-    return None
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    """Yields (location, object) for each non-blank line; location is "file line N"."""
-    n = 0
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskDataError(f"invalid JSON ({e.msg}, column {e.colno})", where=where) from e
-            if not isinstance(obj, dict):
-                raise TaskDataError(
-                    f"expected a JSON object, got {type(obj).__name__}", where=where
-                )
-            n += 1
-            yield where, obj
-    if n == 0:
-        raise TaskDataError("no records", where=str(path))
-
-
-def _get(obj: dict, name: str, where: str, kind: str, default: Any = ...) -> Any:
-    """One validated field. kinds: str, text (non-empty str), id, number, int, label,
-    binary, texts (non-empty list of str), numbers (list of numbers)."""
-    if name not in obj or obj[name] is None:
-        if default is not ...:
-            return default
-        raise TaskDataError("missing", where=where, field=name)
-    v = obj[name]
-
-    def bad(expected: str) -> TaskDataError:
-        return TaskDataError(
-            f"expected {expected}, got {type(v).__name__} {v!r:.60}", where=where, field=name
-        )
-
-    is_int = isinstance(v, int) and not isinstance(v, bool)
-    if kind in ("str", "text"):
-        if not isinstance(v, str):
-            raise bad("a string")
-        if kind == "text" and not v.strip():
-            raise TaskDataError("is empty", where=where, field=name)
-        return v
-    if kind == "id":
-        if not (isinstance(v, str) or is_int) or (isinstance(v, str) and not v):
-            raise bad("a non-empty string or integer id")
-        return str(v)
-    if kind == "number":
-        if not (is_int or isinstance(v, float)) or not math.isfinite(v):
-            raise bad("a finite number")
-        return float(v)
-    if kind == "int":
-        if not is_int:
-            raise bad("an integer")
-        return v
-    if kind == "label":
-        if not (isinstance(v, str) or is_int):
-            raise bad("a string or integer label")
-        return v
-    if kind == "binary":
-        if isinstance(v, bool):
-            return int(v)
-        if v not in (0, 1) or not is_int:
-            raise bad("0 or 1")
-        return v
-    if kind == "texts":
-        if not isinstance(v, list) or not v:
-            raise bad("a non-empty list of strings")
-        for i, t in enumerate(v):
-            if not isinstance(t, str) or not t.strip():
-                raise TaskDataError("must be a non-empty string", where=where, field=f"{name}[{i}]")
-        return v
-    if kind == "numbers":
-        if not isinstance(v, list) or not v:
-            raise bad("a non-empty list of numbers")
-        for i, x in enumerate(v):
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-                raise TaskDataError("must be a finite number", where=where, field=f"{name}[{i}]")
-        return [float(x) for x in v]
-    raise AssertionError(kind)
-
-
-def _check_labels(labels: Sequence, where: str) -> None:
-    kinds = {type(label) for label in labels}
-    if len(kinds) > 1:
-        raise TaskDataError("labels mix strings and integers", where=where, field="label")
-
-
-def _read_ided(path: Path, *, title: bool) -> dict[str, tuple[str, str]]:
-    """corpus.jsonl / queries.jsonl: {id: (title, text)}; duplicate ids are an error."""
-    out: dict[str, tuple[str, str]] = {}
-    first_seen: dict[str, str] = {}
-    for where, obj in _read_jsonl(path):
-        _id = _get(obj, "_id", where, "id")
-        if _id in out:
-            raise TaskDataError(
-                f"duplicate id {_id!r} (first at {first_seen[_id]})", where=where, field="_id"
-            )
-        text = _get(obj, "text", where, "str" if title else "text")
-        t = _get(obj, "title", where, "str", default="") if title else ""
-        if title and not (text.strip() or t.strip()):
-            raise TaskDataError("document has neither title nor text", where=where, field="text")
-        out[_id] = (t, text)
-        first_seen[_id] = where
-    return out
-
-
-def _read_qrels(folder: Path, query_ids: set[str]) -> dict[str, dict[str, int]]:
-    path = _find(folder, "qrels.tsv", "qrels.jsonl", "qrels/test.tsv")
-    qrels: dict[str, dict[str, int]] = {}
-
-    def add(where: str, qid: str, did: str, score: int) -> None:
-        if qid not in query_ids:
-            raise TaskDataError(
-                f"query id {qid!r} is not in queries.jsonl", where=where, field="query-id"
-            )
-        if did in qrels.setdefault(qid, {}):
-            raise TaskDataError(
-                f"duplicate judgement of ({qid!r}, {did!r})", where=where, field="corpus-id"
-            )
-        qrels[qid][did] = score
-
-    if path.name.endswith((".jsonl", ".jsonl.gz")):
-        for where, obj in _read_jsonl(path):
-            add(
-                where,
-                _get(obj, "query-id", where, "id"),
-                _get(obj, "corpus-id", where, "id"),
-                _get(obj, "score", where, "int"),
-            )
-        return qrels
-    with _open_text(path) as f:
-        n = 0
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {lineno}"
-            cols = line.rstrip("\r\n").split("\t")
-            if n == 0 and [c.strip() for c in cols] == ["query-id", "corpus-id", "score"]:
-                continue  # BEIR header
-            n += 1
-            if len(cols) != 3:
-                raise TaskDataError(
-                    f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}",
-                    where=where,
-                )
-            qid, did, score = (c.strip() for c in cols)
-            if not qid or not did:
-                raise TaskDataError(
-                    "empty id", where=where, field="query-id" if not qid else "corpus-id"
-                )
-            try:
-                value = int(score)
-            except ValueError:
-                raise TaskDataError(
-                    f"expected an integer, got {score!r}", where=where, field="score"
-                ) from None
-            add(where, qid, did, value)
-    if not qrels:
-        raise TaskDataError("no records", where=str(path))
-    return qrels
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,14 +102,20 @@ def _read_qrels(folder: Path, query_ids: set[str]) -> dict[str, dict[str, int]]:
 
 
 def _encode(encode_fn: EncodeFn, texts: Sequence[str], prompt_name: str | None, dim) -> np.ndarray:
-    emb = np.asarray(encode_fn(list(texts), prompt_name=prompt_name, dim=dim))
-    if emb.ndim != 2 or emb.shape[0] != len(texts) or (dim is not None and emb.shape[1] != dim):
+    """[len(texts), dim] float32; each distinct text is encoded once (an STS task over N documents
+    pairs each of them with many others)."""
+    unique = list(dict.fromkeys(texts))
+    emb = np.asarray(encode_fn(unique, prompt_name=prompt_name, dim=dim))
+    if emb.ndim != 2 or emb.shape[0] != len(unique) or (dim is not None and emb.shape[1] != dim):
         raise ValueError(
-            f"encode_fn returned shape {emb.shape} for {len(texts)} texts at dim={dim} "
+            f"encode_fn returned shape {emb.shape} for {len(unique)} texts at dim={dim} "
             f"(prompt_name={prompt_name!r})"
         )
     if not np.all(np.isfinite(emb)):
         raise ValueError(f"encode_fn returned NaN/inf (prompt_name={prompt_name!r}, dim={dim})")
+    if len(unique) < len(texts):
+        row = {t: i for i, t in enumerate(unique)}
+        emb = emb[[row[t] for t in texts]]
     return emb.astype(np.float32)
 
 
@@ -357,12 +177,6 @@ class Task(abc.ABC):
         (folder / "task.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 @dataclasses.dataclass
 class RetrievalTask(Task):
     """corpus {doc_id: (title, text)}, queries {query_id: text}, qrels {qid: {doc_id: grade}}."""
@@ -414,11 +228,11 @@ class RetrievalTask(Task):
     def save(self, folder):
         folder = Path(folder)
         self._write_meta(folder, **self._options())
-        _write_jsonl(
+        write_jsonl(
             folder / "corpus.jsonl",
             [{"_id": i, "title": t, "text": x} for i, (t, x) in self.corpus.items()],
         )
-        _write_jsonl(
+        write_jsonl(
             folder / "queries.jsonl", [{"_id": i, "text": t} for i, t in self.queries.items()]
         )
         with open(folder / "qrels.tsv", "w", encoding="utf-8") as f:
@@ -436,10 +250,10 @@ class RetrievalTask(Task):
 
     @staticmethod
     def _read_parts(folder: Path):
-        corpus = _read_ided(_find(folder, "corpus.jsonl"), title=True)
-        queries = _read_ided(_find(folder, "queries.jsonl"), title=False)
+        corpus = read_ided(find_file(folder, "corpus.jsonl"), title=True)
+        queries = read_ided(find_file(folder, "queries.jsonl"), title=False)
         queries = {k: text for k, (_, text) in queries.items()}
-        return corpus, queries, _read_qrels(folder, set(queries))
+        return corpus, queries, read_qrels(folder, set(queries))
 
     @classmethod
     def load(cls, folder: Path, name: str, **options) -> RetrievalTask:
@@ -470,7 +284,7 @@ class RerankingTask(RetrievalTask):
 
     def save(self, folder):
         folder = super().save(folder)
-        _write_jsonl(
+        write_jsonl(
             folder / "candidates.jsonl",
             [{"query-id": q, "corpus-ids": list(c)} for q, c in self.candidates.items()],
         )
@@ -480,8 +294,8 @@ class RerankingTask(RetrievalTask):
     def load(cls, folder: Path, name: str, **options) -> RerankingTask:
         corpus, queries, qrels = cls._read_parts(folder)
         candidates: dict[str, list[str]] = {}
-        for where, obj in _read_jsonl(_find(folder, "candidates.jsonl")):
-            qid = _get(obj, "query-id", where, "id")
+        for where, obj in read_records(find_file(folder, "candidates.jsonl")):
+            qid = get_field(obj, "query-id", where, "id")
             if qid not in queries:
                 raise TaskDataError(
                     f"query id {qid!r} is not in queries.jsonl", where=where, field="query-id"
@@ -538,7 +352,7 @@ class STSTask(_PairTask):
         folder = Path(folder)
         self._write_meta(folder, **self._options())
         rows = zip(self.sentence1, self.sentence2, self.scores, strict=True)
-        _write_jsonl(
+        write_jsonl(
             folder / "test.jsonl",
             [{"sentence1": a, "sentence2": b, "score": s} for a, b, s in rows],
         )
@@ -547,10 +361,10 @@ class STSTask(_PairTask):
     @classmethod
     def load(cls, folder: Path, name: str, **options) -> STSTask:
         s1, s2, scores = [], [], []
-        for where, obj in _read_jsonl(_find(folder, "test.jsonl")):
-            s1.append(_get(obj, "sentence1", where, "text"))
-            s2.append(_get(obj, "sentence2", where, "text"))
-            scores.append(_get(obj, "score", where, "number"))
+        for where, obj in read_records(find_file(folder, "test.jsonl")):
+            s1.append(get_field(obj, "sentence1", where, "text"))
+            s2.append(get_field(obj, "sentence2", where, "text"))
+            scores.append(get_field(obj, "score", where, "number"))
         return cls(name=name, sentence1=s1, sentence2=s2, scores=scores, **options)
 
 
@@ -566,7 +380,7 @@ class PairClassificationTask(_PairTask):
         folder = Path(folder)
         self._write_meta(folder, **self._options())
         rows = zip(self.sentence1, self.sentence2, self.labels, strict=True)
-        _write_jsonl(
+        write_jsonl(
             folder / "test.jsonl",
             [{"sentence1": a, "sentence2": b, "label": y} for a, b, y in rows],
         )
@@ -575,11 +389,11 @@ class PairClassificationTask(_PairTask):
     @classmethod
     def load(cls, folder: Path, name: str, **options) -> PairClassificationTask:
         s1, s2, labels = [], [], []
-        path = _find(folder, "test.jsonl")
-        for where, obj in _read_jsonl(path):
-            s1.append(_get(obj, "sentence1", where, "text"))
-            s2.append(_get(obj, "sentence2", where, "text"))
-            labels.append(_get(obj, "label", where, "binary"))
+        path = find_file(folder, "test.jsonl")
+        for where, obj in read_records(path):
+            s1.append(get_field(obj, "sentence1", where, "text"))
+            s2.append(get_field(obj, "sentence2", where, "text"))
+            labels.append(get_field(obj, "label", where, "binary"))
         if 1 not in labels:
             raise TaskDataError("no pair has label 1", where=str(path), field="label")
         return cls(name=name, sentence1=s1, sentence2=s2, labels=labels, **options)
@@ -612,16 +426,16 @@ class BitextMiningTask(_PairTask):
             rows.append(
                 {"sentence1": a, "sentence2": b, **({"subset": s} if s is not None else {})}
             )
-        _write_jsonl(folder / "test.jsonl", rows)
+        write_jsonl(folder / "test.jsonl", rows)
         return folder
 
     @classmethod
     def load(cls, folder: Path, name: str, **options) -> BitextMiningTask:
         s1, s2, subsets = [], [], []
-        for where, obj in _read_jsonl(_find(folder, "test.jsonl")):
-            s1.append(_get(obj, "sentence1", where, "text"))
-            s2.append(_get(obj, "sentence2", where, "text"))
-            subsets.append(_get(obj, "subset", where, "text", default="default"))
+        for where, obj in read_records(find_file(folder, "test.jsonl")):
+            s1.append(get_field(obj, "sentence1", where, "text"))
+            s2.append(get_field(obj, "sentence2", where, "text"))
+            subsets.append(get_field(obj, "subset", where, "text", default="default"))
         return cls(name=name, sentence1=s1, sentence2=s2, subsets=subsets, **options)
 
 
@@ -637,10 +451,10 @@ class _LabelledTask(Task):
     @staticmethod
     def _read(path: Path) -> tuple[list[str], list]:
         texts, labels = [], []
-        for where, obj in _read_jsonl(path):
-            texts.append(_get(obj, "text", where, "text"))
-            labels.append(_get(obj, "label", where, "label"))
-        _check_labels(labels, str(path))
+        for where, obj in read_records(path):
+            texts.append(get_field(obj, "text", where, "text"))
+            labels.append(get_field(obj, "label", where, "label"))
+        check_labels(labels, str(path))
         return texts, labels
 
 
@@ -681,13 +495,13 @@ class ClassificationTask(_LabelledTask):
             ("test", self.texts, self.labels),
         ):
             rows = [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)]
-            _write_jsonl(folder / f"{split}.jsonl", rows)
+            write_jsonl(folder / f"{split}.jsonl", rows)
         return folder
 
     @classmethod
     def load(cls, folder: Path, name: str, **options) -> ClassificationTask:
-        train_texts, train_labels = cls._read(_find(folder, "train.jsonl"))
-        texts, labels = cls._read(_find(folder, "test.jsonl"))
+        train_texts, train_labels = cls._read(find_file(folder, "train.jsonl"))
+        texts, labels = cls._read(find_file(folder, "test.jsonl"))
         unseen = sorted(set(map(str, labels)) - set(map(str, train_labels)))
         if unseen:
             raise TaskDataError(
@@ -717,12 +531,12 @@ class ClusteringTask(_LabelledTask):
         folder = Path(folder)
         self._write_meta(folder, **self._options())
         rows = [{"text": t, "label": y} for t, y in zip(self.texts, self.labels, strict=True)]
-        _write_jsonl(folder / "test.jsonl", rows)
+        write_jsonl(folder / "test.jsonl", rows)
         return folder
 
     @classmethod
     def load(cls, folder: Path, name: str, **options) -> ClusteringTask:
-        texts, labels = cls._read(_find(folder, "test.jsonl"))
+        texts, labels = cls._read(find_file(folder, "test.jsonl"))
         return cls(name=name, texts=texts, labels=labels, **options)
 
 
@@ -755,7 +569,7 @@ class SummarizationTask(Task):
         folder = Path(folder)
         self._write_meta(folder, **({"prompt": self.prompt} if self.prompt else {}))
         rows = zip(self.human_summaries, self.machine_summaries, self.relevance, strict=True)
-        _write_jsonl(
+        write_jsonl(
             folder / "test.jsonl",
             [
                 {"human_summaries": list(h), "machine_summaries": list(m), "relevance": list(r)}
@@ -767,10 +581,10 @@ class SummarizationTask(Task):
     @classmethod
     def load(cls, folder: Path, name: str, **options) -> SummarizationTask:
         human, machine, relevance = [], [], []
-        for where, obj in _read_jsonl(_find(folder, "test.jsonl")):
-            human.append(_get(obj, "human_summaries", where, "texts"))
-            machine.append(_get(obj, "machine_summaries", where, "texts"))
-            relevance.append(_get(obj, "relevance", where, "numbers"))
+        for where, obj in read_records(find_file(folder, "test.jsonl")):
+            human.append(get_field(obj, "human_summaries", where, "texts"))
+            machine.append(get_field(obj, "machine_summaries", where, "texts"))
+            relevance.append(get_field(obj, "relevance", where, "numbers"))
             if len(relevance[-1]) != len(machine[-1]):
                 raise TaskDataError(
                     f"{len(relevance[-1])} scores for {len(machine[-1])} machine summaries",
@@ -801,252 +615,18 @@ TASK_TYPES: dict[str, type[Task]] = {
 }
 
 # Options task.json may set, per type (everything else in task.json is an error).
-_OPTIONS = {
-    "Retrieval": {"query_prompt": "str", "k_values": "ints"},
-    "Reranking": {"query_prompt": "str", "k_values": "ints"},
-    "Classification": {"prompt": "str", "samples_per_label": "int|null", "n_experiments": "int"},
+
+
+TASK_TYPES: dict[str, type[Task]] = {
+    cls.type: cls
+    for cls in (
+        RetrievalTask,
+        RerankingTask,
+        STSTask,
+        PairClassificationTask,
+        ClassificationTask,
+        ClusteringTask,
+        BitextMiningTask,
+        SummarizationTask,
+    )
 }
-
-
-def load_task(folder: str | os.PathLike, task_type: str | None = None) -> Task:
-    """Reads a task folder (layout in the module docstring)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"task folder not found: {folder}")
-    meta_path = folder / "task.json"
-    meta: dict[str, Any] = {}
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise TaskDataError(
-                f"invalid JSON ({e.msg})", where=f"task.json line {e.lineno}"
-            ) from e
-        if not isinstance(meta, dict):
-            raise TaskDataError("expected a JSON object", where="task.json")
-    task_type = task_type or meta.pop("type", None)
-    meta.pop("type", None)
-    if task_type is None:
-        if _find(folder, "corpus.jsonl", required=False) is None:
-            raise TaskDataError(
-                'no "type" (and no corpus.jsonl to read it as BEIR retrieval)', where=str(meta_path)
-            )
-        has_candidates = _find(folder, "candidates.jsonl", required=False) is not None
-        task_type = "Reranking" if has_candidates else "Retrieval"
-    if task_type not in TASK_TYPES:
-        raise TaskDataError(
-            f"unknown task type {task_type!r}; one of {', '.join(TASK_TYPES)}",
-            where="task.json",
-            field="type",
-        )
-    name = meta.pop("name", folder.name)
-    if not isinstance(name, str) or not name:
-        raise TaskDataError("expected a non-empty string", where="task.json", field="name")
-    allowed = _OPTIONS.get(task_type, {"prompt": "str"})
-    for key, value in meta.items():
-        kind = allowed.get(key)
-        ok = (
-            (kind == "str" and isinstance(value, str) and value)
-            or (
-                kind == "ints"
-                and isinstance(value, list)
-                and value
-                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-            )
-            or (
-                kind in ("int", "int|null")
-                and isinstance(value, int)
-                and not isinstance(value, bool)
-                and value > 0
-            )
-            or (kind == "int|null" and value is None)
-        )
-        if not ok:
-            why = (
-                f"not an option of {task_type} tasks"
-                if kind is None
-                else f"expected {kind}, got {value!r:.60}"
-            )
-            raise TaskDataError(why, where="task.json", field=key)
-    return TASK_TYPES[task_type].load(folder, name, **meta)
-
-
-# --------------------------------------------------------------------------------------------
-# Built-in tasks (real text shipped with Python and the project's dependencies)
-# --------------------------------------------------------------------------------------------
-
-
-def _stable_hash(text: str) -> int:
-    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "little")
-
-
-_STDLIB_SKIP = {
-    "test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "site-packages",
-    "dist-packages", "distutils", "pydoc_data", "__pycache__", "lib-dynload", "venv", "__phello__",
-}  # fmt: skip
-
-
-@lru_cache(maxsize=1)
-def stdlib_docstrings() -> tuple[tuple[str, str, str], ...]:
-    """(top-level module, qualified function name, docstring summary) for every public function
-    or method of the running Python's standard library whose docstring's first paragraph is
-    20-300 characters. Sorted; identical summaries found in different modules are dropped."""
-    import ast
-    import inspect
-    import sysconfig
-
-    root = Path(sysconfig.get_paths()["stdlib"])
-    rows: list[tuple[str, str, str]] = []
-    for path in sorted(root.rglob("*.py")):
-        parts = path.relative_to(root).parts
-        if any(p in _STDLIB_SKIP or p.startswith(("test", "config-")) for p in parts[:-1]):
-            continue
-        top = parts[0][:-3] if len(parts) == 1 else parts[0]
-        if top.startswith("_") or (parts[-1].startswith("_") and parts[-1] != "__init__.py"):
-            continue
-        try:
-            tree = ast.parse(path.read_bytes())
-        except (SyntaxError, ValueError):
-            continue
-        module = ".".join(parts)[:-3]
-
-        def visit(node, prefix, top=top, module=module):
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.ClassDef):
-                    visit(child, f"{prefix}{child.name}.")
-                elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    doc = ast.get_docstring(child)
-                    if child.name.startswith("_") or not doc:
-                        continue
-                    summary = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
-                    if 20 <= len(summary) <= 300:
-                        rows.append((top, f"{module}:{prefix}{child.name}", summary))
-
-        visit(tree, "")
-    owners: dict[str, set[str]] = {}
-    for top, _, summary in rows:
-        owners.setdefault(summary, set()).add(top)
-    seen: set[str] = set()
-    out = []
-    for row in sorted(rows):
-        if len(owners[row[2]]) == 1 and row[2] not in seen:
-            seen.add(row[2])
-            out.append(row)
-    return tuple(out)
-
-
-def _stdlib_labelled(n_labels: int) -> tuple[list[tuple[str, str, str]], list[str]]:
-    rows = stdlib_docstrings()
-    counts: dict[str, int] = {}
-    for top, _, _ in rows:
-        counts[top] = counts.get(top, 0) + 1
-    labels = sorted(sorted(counts), key=lambda m: -counts[m])[:n_labels]
-    return [r for r in rows if r[0] in labels], labels
-
-
-def stdlib_docstring_classification(n_labels: int = 12) -> ClassificationTask:
-    """Which standard-library package (asyncio, logging, email, ...) does a function's docstring
-    summary come from? The `n_labels` packages with the most documented functions; functions are
-    split 1:2 into train and test by a hash of their qualified name."""
-    rows, _ = _stdlib_labelled(n_labels)
-    train = [r for r in rows if _stable_hash(r[1]) % 3 == 0]
-    test = [r for r in rows if _stable_hash(r[1]) % 3 != 0]
-    return ClassificationTask(
-        name="stdlib-docstring-classification",
-        texts=[r[2] for r in test],
-        labels=[r[0] for r in test],
-        train_texts=[r[2] for r in train],
-        train_labels=[r[0] for r in train],
-    )
-
-
-def stdlib_docstring_clustering(n_labels: int = 12) -> ClusteringTask:
-    """Cluster the standard library's function docstring summaries by package (the same
-    packages as the classification task, its test split)."""
-    rows, _ = _stdlib_labelled(n_labels)
-    rows = [r for r in rows if _stable_hash(r[1]) % 3 != 0]
-    return ClusteringTask(
-        name="stdlib-docstring-clustering", texts=[r[2] for r in rows], labels=[r[0] for r in rows]
-    )
-
-
-def humanize_bitext(min_pairs: int = 40) -> BitextMiningTask:
-    """English <-> translation mining over the message catalogues that `humanize` (a dependency
-    of orbax-checkpoint) ships: one subset per language with at least `min_pairs` usable pairs.
-    Pairs whose translation equals the English or repeats within a language are dropped."""
-    import gettext
-    import importlib.util
-
-    spec = importlib.util.find_spec("humanize")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "humanize-bitext needs the `humanize` package (installed with orbax)"
-        )
-    locale_dir = Path(next(iter(spec.submodule_search_locations))) / "locale"
-    s1, s2, subsets = [], [], []
-    for mo in sorted(locale_dir.glob("*/LC_MESSAGES/humanize.mo")):
-        lang = mo.parts[-3]
-        with open(mo, "rb") as f:
-            catalog = gettext.GNUTranslations(f)._catalog  # msgid -> msgstr (plurals: (id, n))
-        pairs: dict[str, str] = {}
-        for key, translated in catalog.items():
-            english = key[0] if isinstance(key, tuple) else key
-            if isinstance(key, tuple) and key[1] != 0:
-                continue
-            if english and translated.strip() and translated.strip() != english.strip():
-                pairs.setdefault(english, translated)
-        counts: dict[str, int] = {}
-        for t in pairs.values():
-            counts[t] = counts.get(t, 0) + 1
-        pairs = {e: t for e, t in pairs.items() if counts[t] == 1}
-        if len(pairs) < min_pairs:
-            continue
-        for english in sorted(pairs):
-            s1.append(english)
-            s2.append(pairs[english])
-            subsets.append(f"en-{lang}")
-    if not s1:
-        raise FileNotFoundError(f"no humanize catalogue with >= {min_pairs} pairs in {locale_dir}")
-    return BitextMiningTask(name="humanize-bitext", sentence1=s1, sentence2=s2, subsets=subsets)
-
-
-def default_cache_dir() -> Path:
-    """Where built-in tasks are built: $EMBEDDINGGEMMA_JAX_CACHE or ~/.cache/embeddinggemma-jax."""
-    root = os.environ.get("EMBEDDINGGEMMA_JAX_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "embeddinggemma-jax"
-
-
-def stdlib_code_search(build_dir: str | os.PathLike | None = None, **build_kwargs) -> RetrievalTask:
-    """Code search over the held-out packages of the standard-library dataset
-    (`embeddinggemma_jax.data.stdlib`, the quickstart's training data): queries are docstring
-    summaries, documents are function sources titled by their module; the query prompt is the
-    one training uses (`stdlib.TASK`). Built once into `build_dir` (default: the cache dir) with
-    `build_kwargs` (default: the builder's defaults, i.e. the quickstart's split)."""
-    from embeddinggemma_jax.data import stdlib
-
-    build_dir = Path(build_dir) if build_dir is not None else default_cache_dir() / "stdlib"
-    stdlib.build(build_dir, **build_kwargs)
-    task = load_task(build_dir / "beir", task_type="Retrieval")
-    task.name = "stdlib-code-search"
-    task.query_prompt = stdlib.TASK
-    return task
-
-
-BUILTIN_TASKS: dict[str, Callable[[], Task]] = {
-    "stdlib-code-search": stdlib_code_search,
-    "stdlib-docstring-classification": stdlib_docstring_classification,
-    "stdlib-docstring-clustering": stdlib_docstring_clustering,
-    "humanize-bitext": humanize_bitext,
-}
-
-
-def get_task(spec: str | os.PathLike) -> Task:
-    """A built-in task by name, or a task folder by path."""
-    if isinstance(spec, str) and spec in BUILTIN_TASKS:
-        return BUILTIN_TASKS[spec]()
-    if Path(spec).is_dir():
-        return load_task(spec)
-    raise KeyError(
-        f"unknown task {str(spec)!r}: not a folder, nor a built-in task "
-        f"({', '.join(sorted(BUILTIN_TASKS))})"
-    )

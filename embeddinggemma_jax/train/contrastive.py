@@ -271,7 +271,7 @@ class ContrastiveTask(TrainTask):
         spec = str(_get(cfg, "task", "") or "")
         if not spec:
             return
-        from embeddinggemma_jax.eval.tasks import get_task
+        from embeddinggemma_jax.eval import get_task
 
         self.eval_task = get_task(spec)
         if not hasattr(self.eval_task, "qrels"):
@@ -404,7 +404,7 @@ class ContrastiveTask(TrainTask):
         if self.eval_task is None:
             return None
         from embeddinggemma_jax.embedder import Embedder
-        from embeddinggemma_jax.eval.tasks import TruncatingEncoder
+        from embeddinggemma_jax.eval import TruncatingEncoder
 
         params = local_copy(params)
         if self._embedder is None:

@@ -195,7 +195,7 @@ def test_beir_layout(built):
 
 
 def test_beir_folder_loads_as_a_retrieval_task(built):
-    from embeddinggemma_jax.eval.tasks import RetrievalTask, load_task
+    from embeddinggemma_jax.eval import RetrievalTask, load_task
 
     out, manifest = built
     task = load_task(out / "beir")

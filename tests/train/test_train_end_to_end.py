@@ -10,8 +10,7 @@ import pytest
 import trainlib
 
 from embeddinggemma_jax import Embedder, checkpoint
-from embeddinggemma_jax.eval.tasks import get_task
-from embeddinggemma_jax.evaluate import embedder_encode_fn
+from embeddinggemma_jax.eval import embedder_encode_fn, get_task
 from embeddinggemma_jax.evaluate import main as evaluate_main
 from embeddinggemma_jax.model import ModelConfig, init_params
 from embeddinggemma_jax.text import Tokenizer

@@ -1,0 +1,126 @@
+"""Running tasks on a model: `evaluate_embedder` scores an `Embedder` on tasks at several
+Matryoshka widths and returns a report; `format_table` and `plot_report` show it.
+
+Report layout::
+
+    {"dims": [768, 256],
+     "tasks": {name: {"type": "Retrieval", "main_score": "ndcg_at_10",
+                      "results": {"768": {metric: value, ..., "main_score": value}, ...},
+                      "seconds": 1.2}}}
+
+Every width comes from one encoding per text: the full-width embedding truncated and
+re-normalised, which is what `Embedder.encode(dim=...)` and sentence-transformers'
+`truncate_dim` compute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from embeddinggemma_jax.eval.registry import get_task
+from embeddinggemma_jax.eval.tasks import Task, TruncatingEncoder
+
+__all__ = ["default_dims", "embedder_encode_fn", "evaluate_embedder", "format_table", "plot_report"]
+
+
+def default_dims(embedder) -> list[int]:
+    """The model's full width and its Matryoshka widths, widest first."""
+    full = embedder.config.output_dim
+    dims = {full, *(d for d in getattr(embedder.config, "matryoshka_dims", ()) if d <= full)}
+    return sorted(dims, reverse=True)
+
+
+def embedder_encode_fn(embedder, batch_size: int = 32, show_progress: bool = False):
+    """`encode_fn(texts, prompt_name, dim)` for `Task.evaluate`, backed by an `Embedder`."""
+
+    def encode(texts, prompt_name, dim):
+        return embedder.encode(
+            list(texts),
+            prompt_name=prompt_name,
+            dim=dim,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+
+    return encode
+
+
+def evaluate_embedder(
+    embedder,
+    tasks: Sequence[Task | str],
+    dims: Sequence[int] | None = None,
+    *,
+    batch_size: int = 32,
+    show_progress: bool = False,
+    log=print,
+) -> dict:
+    """Runs `tasks` (objects, built-in names or folders) on an `Embedder`; returns the report."""
+    dims = list(dims) if dims else default_dims(embedder)
+    full = embedder.config.output_dim
+    bad = [d for d in dims if not 0 < d <= full]
+    if bad:
+        raise ValueError(f"dims {bad} are outside 1..{full} (the model's output width)")
+    loaded = [t if isinstance(t, Task) else get_task(t) for t in tasks]
+    names = [t.name for t in loaded]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate task names: {names}")
+    report: dict = {"dims": dims, "tasks": {}}
+    for task in loaded:
+        start = time.perf_counter()
+        encode = TruncatingEncoder(embedder_encode_fn(embedder, batch_size, show_progress), full)
+        results = task.evaluate(encode, dims)
+        report["tasks"][task.name] = {
+            "type": task.type,
+            "main_score": task.main_score,
+            "results": {str(d): results[d] for d in dims},
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        if log:
+            main = ", ".join(f"{d}: {results[d]['main_score']:.4f}" for d in dims)
+            log(f"{task.name} ({task.type}, {task.main_score}) {main}")
+    return report
+
+
+def format_table(report: dict) -> str:
+    """Task x dimension table of main scores."""
+    dims = [str(d) for d in report["dims"]]
+    rows = [["task", "metric", *dims]]
+    for name, entry in report["tasks"].items():
+        values = [f"{entry['results'][d]['main_score']:.4f}" for d in dims]
+        rows.append([name, entry["main_score"], *values])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for j, row in enumerate(rows):
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, path: str | Path) -> Path:
+    """PNG of each task's main score against embedding width (log2 axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    dims = report["dims"]
+    for name, entry in report["tasks"].items():
+        xs = sorted(dims)
+        ax.plot(xs, [entry["results"][str(d)]["main_score"] for d in xs], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(dims), [str(d) for d in sorted(dims)])
+    ax.set_xlabel("embedding dimension")
+    ax.set_ylabel("main score")
+    ax.set_title(report.get("model", ""), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
