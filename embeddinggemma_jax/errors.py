@@ -28,3 +28,14 @@ class LocatedError(UserError, ValueError):
         self.reason = message
         parts = [p for p in (where, f"field {field!r}" if field else None) if p]
         super().__init__(": ".join([*parts, message]))
+
+
+def did_you_mean(name: str, choices, *, prefix: str = "") -> str:
+    """``" (did you mean PREFIX+X?)"`` for the closest of `choices` to `name`, else ``""``.
+
+    For messages about a mistyped key, flag or name: ``f"no such key{did_you_mean(k, keys)}"``.
+    """
+    import difflib
+
+    close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""

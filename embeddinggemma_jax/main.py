@@ -56,7 +56,9 @@ def main(argv) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    from embeddinggemma_jax import cli
+
+    cli.run_absl(main)
 
 
 if __name__ == "__main__":
