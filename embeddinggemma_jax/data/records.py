@@ -34,21 +34,17 @@ from typing import Any
 
 import numpy as np
 
+from embeddinggemma_jax.errors import LocatedError
+
 REQUIRED_FIELDS = ("query", "positive")
 OPTIONAL_FIELDS = ("negatives", "title", "task", "query_id", "positive_id", "teacher")
 FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 TEACHER_FIELDS = ("query", "positive", "negatives")
 
 
-class DataError(ValueError):
-    """A data problem, located: `where` is e.g. ``"train.jsonl line 12"``; `field` the record key."""
-
-    def __init__(self, message: str, *, where: str | None = None, field: str | None = None):
-        self.where = where
-        self.field = field
-        self.reason = message
-        parts = [p for p in (where, f"field {field!r}" if field else None) if p]
-        super().__init__(": ".join([*parts, message]))
+# A data problem, located (`where` e.g. ``"train.jsonl line 12"``, `field` the record key): the
+# package-wide located error, under the name this API always had.
+DataError = LocatedError
 
 
 @dataclasses.dataclass(frozen=True)

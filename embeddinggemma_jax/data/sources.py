@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import bisect
 import glob
-import gzip
 import json
 import mmap
 import os
@@ -38,16 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from embeddinggemma_jax import readers
 from embeddinggemma_jax.data.records import DataError, Record, parse_record
 
 FORMATS = ("jsonl", "parquet", "arrayrecord", "tfds")
 _SUFFIXES = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".jsonl.gz": "jsonl",
-    ".json.gz": "jsonl",
-    ".ndjson.gz": "jsonl",
-    ".parquet": "parquet",
+    **{k: v for k, v in readers.SUFFIXES.items() if v in FORMATS},
     ".array_record": "arrayrecord",
     ".arrayrecord": "arrayrecord",
 }
@@ -55,15 +50,11 @@ _SUFFIXES = {
 
 def detect_format(path: str) -> str:
     """The format implied by a file name (see the module docstring)."""
-    name = os.path.basename(path).lower()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return _SUFFIXES[suffix]
-    # A glob like "shard-*-of-8.array_record-*" or a directory: no suffix to go on.
-    raise DataError(
-        f"cannot tell the format of {path!r} from its name (expected one of "
-        f"{', '.join(sorted(_SUFFIXES))}); give format= explicitly"
-    )
+    try:
+        return readers.detect_format(path, _SUFFIXES)
+    except DataError as e:
+        # A glob like "shard-*-of-8.array_record-*" or a directory: no suffix to go on.
+        raise DataError(f"{e.reason}; give format= explicitly", where=e.where) from None
 
 
 class RecordSource:
@@ -127,18 +118,28 @@ class _MultiFileSource(RecordSource):
 # ---------------------------------------------------------------------------------------------
 # JSONL
 
+_WHITESPACE = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)  # what bytes.strip() strips
+
 
 def _line_spans(data: bytes | mmap.mmap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(starts, ends, line_numbers) of the non-blank lines of `data`; line numbers are 1-based."""
+    """(starts, ends, line_numbers) of the non-blank lines of `data`; line numbers are 1-based.
+
+    A leading byte-order mark is not part of line 1; a line of ASCII whitespace only is blank
+    (the rules of `readers.read_jsonl`).
+    """
     buf = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(buf == ord("\n"))
     starts = np.concatenate([[0], newlines + 1]).astype(np.int64)
     ends = np.concatenate([newlines, [len(buf)]]).astype(np.int64)
+    if bytes(buf[: len(readers.BOM)]) == readers.BOM:
+        starts[0] = min(len(readers.BOM), ends[0])
     numbers = np.arange(1, len(starts) + 1, dtype=np.int64)
     keep = ends > starts
-    # Short lines may be whitespace only ("\r", "  "); check just those in Python.
-    for i in np.flatnonzero(keep & (ends - starts <= 8)):
-        if not data[starts[i] : ends[i]].strip():
+    # Only a line that starts with whitespace can be blank; check just those in Python.
+    maybe_blank = keep.copy()
+    maybe_blank[keep] = np.isin(buf[starts[keep]], _WHITESPACE)
+    for i in np.flatnonzero(maybe_blank):
+        if not bytes(data[starts[i] : ends[i]]).strip():
             keep[i] = False
     return starts[keep], ends[keep], numbers[keep]
 
@@ -146,21 +147,19 @@ def _line_spans(data: bytes | mmap.mmap) -> tuple[np.ndarray, np.ndarray, np.nda
 class _JsonlFile:
     def __init__(self, path: str):
         self.path = path
-        self._gzip = path.endswith(".gz")
         try:
-            if self._gzip:
-                with gzip.open(path, "rb") as f:
+            with readers.open_bytes(path) as f:
+                if path.endswith(".gz"):
                     data = f.read()
-                self._starts, self._ends, self._lines = _line_spans(data)
-            else:
-                data = None  # indexed through a memory map, then re-read with pread on demand
-                with open(path, "rb") as f:
+                    self._starts, self._ends, self._lines = _line_spans(data)
+                else:
+                    data = None  # indexed through a memory map, then re-read with pread on demand
                     if os.fstat(f.fileno()).st_size == 0:
                         self._starts, self._ends, self._lines = _line_spans(b"")
                     else:
                         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                             self._starts, self._ends, self._lines = _line_spans(mm)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
+        except readers.GZIP_ERRORS as e:
             raise DataError(f"cannot read: {e}", where=path) from e
         self._data = data
         self._fd: int | None = None
@@ -191,11 +190,7 @@ class _JsonlFile:
 
     def raw(self, i: int) -> tuple[Any, str]:
         where = f"{self.path} line {int(self._lines[i])}"
-        line = self._bytes(i)
-        try:
-            return json.loads(line), where
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"invalid JSON: {e}", where=where) from e
+        return readers.decode_json(self._bytes(i), where, objects=False), where
 
     def __del__(self):
         if getattr(self, "_fd", None) is not None:
@@ -218,13 +213,8 @@ class JsonlSource(_MultiFileSource):
 
 class _ParquetFile:
     def __init__(self, path: str):
-        import pyarrow.parquet as pq
-
         self.path = path
-        try:
-            self._num_rows = pq.ParquetFile(path).metadata.num_rows
-        except Exception as e:  # pyarrow raises several types for a bad file
-            raise DataError(f"cannot read as Parquet: {e}", where=path) from e
+        self._num_rows = readers.parquet_num_rows(path)
         self._table = None
         self._lock = threading.Lock()
 
@@ -243,16 +233,10 @@ class _ParquetFile:
 
     def raw(self, i: int) -> tuple[Any, str]:
         if self._table is None:
-            import pyarrow.parquet as pq
-
             with self._lock:
                 if self._table is None:
-                    self._table = pq.read_table(self.path)
-        row = {
-            name: column[i].as_py()
-            for name, column in zip(self._table.column_names, self._table.columns)
-        }
-        return row, f"{self.path} row {i}"
+                    self._table = readers.read_parquet_table(self.path)
+        return readers.parquet_row(self._table, i), f"{self.path} row {i}"
 
 
 class ParquetSource(_MultiFileSource):
@@ -282,10 +266,7 @@ class _ArrayRecordFile:
 
     def raw(self, i: int) -> tuple[Any, str]:
         where = f"{self.path} record {i}"
-        try:
-            return json.loads(self._source[i]), where
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"invalid JSON: {e}", where=where) from e
+        return readers.decode_json(self._source[i], where, objects=False), where
 
 
 class ArrayRecordSource(_MultiFileSource):
