@@ -41,8 +41,8 @@ SUFFIXES = {
     ".txt.gz": "text",
 }
 FORMATS = ("jsonl", "parquet", "text")
-_BOM = b"\xef\xbb\xbf"
-_GZIP_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
+BOM = b"\xef\xbb\xbf"
+GZIP_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
 
 
 def detect_format(path: str | os.PathLike, suffixes: dict[str, str] = SUFFIXES) -> str:
@@ -121,14 +121,14 @@ def _byte_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
     with open_bytes(path) as f:
         try:
             for number, line in enumerate(f, start=1):
-                if number == 1 and line.startswith(_BOM):
-                    line = line[len(_BOM) :]
+                if number == 1 and line.startswith(BOM):
+                    line = line[len(BOM) :]
                 if line.endswith(b"\n"):
                     line = line[:-1]
                 if line.endswith(b"\r"):
                     line = line[:-1]
                 yield number, line
-        except _GZIP_ERRORS as e:
+        except GZIP_ERRORS as e:
             where = f"{shown} line {number + 1}"
             raise LocatedError(f"cannot decompress: {e}", where=where) from e
 
