@@ -57,7 +57,7 @@ def message(error: BaseException) -> str | None:
         text = f"{error.filename}: {error.strerror or error}"
     else:
         return None
-    return " ".join(text.split("\n")[0].split()) if "\n" in text else text
+    return " ".join(text.split()) if "\n" in text else text  # one line, always
 
 
 def fail(error: BaseException, argv: Sequence[str] | None = None) -> NoReturn:

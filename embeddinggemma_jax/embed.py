@@ -12,7 +12,6 @@ read). Every problem with the input is reported with its file and line before th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,6 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from embeddinggemma_jax import cli, readers
+from embeddinggemma_jax.cache import compilation_cache_dir
+from embeddinggemma_jax.errors import LocatedError, UserError
 
 FORMATS = ("auto", "txt", "jsonl")
 _SUFFIXES = {".txt": "txt", ".jsonl": "jsonl"}
@@ -48,8 +51,9 @@ literal prefix. Without either, texts are embedded as they are.
 """
 
 
-class InputError(ValueError):
-    """A problem with the input file, reported with its path and line."""
+# A problem with the input file, reported with its path and line: the package's located error,
+# under the name this API always had.
+InputError = LocatedError
 
 
 @dataclass(frozen=True)
@@ -61,27 +65,9 @@ class Records:
     ids: list[str]  # one per text: the record's id field, or its 1-based line number
 
 
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise InputError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
-
-
-def _lines(text: str) -> list[str]:
-    """Lines split on \\n only (str.splitlines would also split on U+2028, \\x0c, ...)."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start a new one
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
 def read_txt(path: str | os.PathLike) -> Records:
     """One text per line; every line is a text (blank lines are empty texts)."""
-    path = Path(path)
-    texts = _lines(_decode(path))
+    texts = [line for _, line in readers.read_lines(path)]
     return Records(texts=texts, titles=None, ids=[str(i) for i in range(1, len(texts) + 1)])
 
 
@@ -96,38 +82,33 @@ def read_jsonl(
     `title_field` (optional per record; str or null) and `id_field` (str or int; all records or
     none) are read when given. Blank lines are skipped.
     """
-    path = Path(path)
     texts: list[str] = []
     titles: list[str | None] = []
     has_title = False
     ids: list[str] = []
     first_has_id: bool | None = None
-    for number, line in enumerate(_lines(_decode(path)), start=1):
-        where = f"{path}:{number}"
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from e
+    for where, record in readers.read_jsonl(path, objects=False):
         if not isinstance(record, dict):
             raise InputError(
-                f"{where}: expected a JSON object with a {text_field!r} field, "
-                f"got {type(record).__name__}"
+                f"expected a JSON object with a {text_field!r} field, "
+                f"got {readers.json_type(record)}",
+                where=where,
             )
         if text_field not in record:
             fields = ", ".join(map(repr, record)) or "none"
-            raise InputError(f"{where}: no {text_field!r} field (fields: {fields})")
+            raise InputError(f"no {text_field!r} field (fields: {fields})", where=where)
         text = record[text_field]
         if not isinstance(text, str):
             raise InputError(
-                f"{where}: field {text_field!r} must be a string, got {_json_type(text)}"
+                f"field {text_field!r} must be a string, got {readers.json_type(text)}",
+                where=where,
             )
         texts.append(text)
         title = record.get(title_field) if title_field else None
         if title is not None and not isinstance(title, str):
             raise InputError(
-                f"{where}: field {title_field!r} must be a string or null, got {_json_type(title)}"
+                f"field {title_field!r} must be a string or null, got {readers.json_type(title)}",
+                where=where,
             )
         has_title |= bool(title_field) and title_field in record
         titles.append(title)
@@ -136,25 +117,21 @@ def read_jsonl(
             isinstance(record_id, bool) or not isinstance(record_id, (str, int))
         ):
             raise InputError(
-                f"{where}: field {id_field!r} must be a string or integer, got "
-                f"{_json_type(record_id)}"
+                f"field {id_field!r} must be a string or integer, got "
+                f"{readers.json_type(record_id)}",
+                where=where,
             )
         if first_has_id is None:
             first_has_id = record_id is not None
         elif (record_id is not None) != first_has_id:
             raise InputError(
-                f"{where}: {'has' if record_id is not None else 'lacks'} an {id_field!r} field "
+                f"{'has' if record_id is not None else 'lacks'} an {id_field!r} field "
                 f"but the first record {'lacks' if record_id is not None else 'has'} one; give "
-                "every record an id or none (then ids are line numbers)"
+                "every record an id or none (then ids are line numbers)",
+                where=where,
             )
-        ids.append(str(number) if record_id is None else str(record_id))
+        ids.append(where.rpartition(" line ")[2] if record_id is None else str(record_id))
     return Records(texts=texts, titles=titles if has_title else None, ids=ids)
-
-
-def _json_type(value) -> str:
-    names = {dict: "an object", list: "an array", bool: "a boolean", int: "a number"}
-    names.update({float: "a number", str: "a string", type(None): "null"})
-    return names.get(type(value), type(value).__name__)
 
 
 def read_records(
@@ -173,11 +150,11 @@ def read_records(
         fmt = _SUFFIXES.get(path.suffix.lower())
         if fmt is None:
             raise InputError(
-                f"{path}: cannot tell the format from the suffix {path.suffix!r}; use a .txt "
-                "(one text per line) or .jsonl file, or pass --format txt|jsonl"
+                f"cannot tell the format from the suffix {path.suffix!r}; use a .txt "
+                "(one text per line) or .jsonl file, or pass --format txt|jsonl",
+                where=str(path),
             )
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    readers.check_file(path)
     if fmt == "txt":
         return read_txt(path)
     return read_jsonl(path, text_field, title_field or None, id_field or None)
@@ -193,7 +170,7 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m embeddinggemma_jax.embed",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -248,66 +225,58 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder for JAX's persistent compilation cache, so later runs skip compiling the "
         "shapes earlier runs compiled (default: $JAX_COMPILATION_CACHE_DIR if set, else "
-        f"{_default_cache_dir()}); '' to turn it off",
+        f"{compilation_cache_dir()}); '' to turn it off",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
-def _default_cache_dir() -> str:
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return os.environ["JAX_COMPILATION_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return os.path.join(base, "embeddinggemma-jax", "xla")
-
-
+@cli.command
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-
-    def fail(message: str):
-        parser.exit(2, f"{parser.prog}: error: {message}\n")
+    args = build_parser().parse_args(argv)
 
     # Everything that can be checked without the model, before loading it.
-    from embeddinggemma_jax.model import check_dtype
-
     output = Path(args.output)
     if output.suffix != ".npy":
-        fail(f"--output must end in .npy, got {str(output)!r}")
+        raise UserError(f"--output must end in .npy, got {str(output)!r}")
     for flag, value, least in (
         ("--dim", args.dim, 1),
         ("--batch-size", args.batch_size, 1),
         ("--max-length", args.max_length, 2),
     ):
         if value is not None and value < least:
-            fail(f"{flag} must be >= {least}, got {value}")
+            raise UserError(f"{flag} must be >= {least}, got {value}")
+    from embeddinggemma_jax.model import check_dtype
+
     try:
         dtype = check_dtype(args.dtype)
-        records = read_records(
-            args.input,
-            args.format,
-            text_field=args.text_field,
-            title_field=args.title_field,
-            id_field=args.id_field,
-        )
     except ValueError as e:
-        fail(str(e))
+        raise LocatedError(str(e), where="--dtype") from e
+    records = read_records(
+        args.input,
+        args.format,
+        text_field=args.text_field,
+        title_field=args.title_field,
+        id_field=args.id_field,
+    )
     if records.titles is not None and args.prompt_name != "document":
-        fail(
+        raise UserError(
             f"{args.input}: records have a {args.title_field!r} field, which only applies to "
             f"documents; pass --prompt-name document, or --title-field '' to ignore titles"
         )
     if args.ids_output:
         for i, record_id in enumerate(records.ids):
             if "\n" in record_id or "\r" in record_id:
-                fail(f"{args.input}: id {record_id!r} of text {i + 1} contains a line break")
+                raise UserError(
+                    f"{args.input}: id {record_id!r} of text {i + 1} contains a line break"
+                )
 
     import jax
 
     from embeddinggemma_jax.embedder import Embedder
     from embeddinggemma_jax.text.prompts import resolve_prompt
 
-    cache = _default_cache_dir() if args.compilation_cache is None else args.compilation_cache
+    cache = compilation_cache_dir() if args.compilation_cache is None else args.compilation_cache
     if cache:
         # Each (batch, length) shape compiles the whole model: seconds per shape on a CPU.
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache))
@@ -315,13 +284,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         embedder = Embedder.from_pretrained(args.model, dtype=dtype, max_length=args.max_length)
     except (FileNotFoundError, ValueError) as e:
-        fail(f"cannot load --model {args.model!r}: {e}")
+        raise UserError(f"cannot load --model {args.model!r}: {e}") from e
     try:
         resolve_prompt(embedder.prompts, prompt_name=args.prompt_name, prompt=args.prompt)
     except KeyError as e:
-        fail(e.args[0])
+        raise UserError(e.args[0]) from e
     if args.dim is not None and args.dim > embedder.config.output_dim:
-        fail(f"--dim {args.dim} exceeds the model's output dimension {embedder.config.output_dim}")
+        raise UserError(
+            f"--dim {args.dim} exceeds the model's output dimension {embedder.config.output_dim}"
+        )
     loaded = time.perf_counter()
 
     progress = not args.no_progress

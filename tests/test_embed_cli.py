@@ -130,17 +130,17 @@ def test_read_txt_line_rules(tmp_path):
 
 BAD_INPUTS = [
     # (file name, contents, fragment of the message), the problem on line 3
-    ("a.jsonl", '{"text": "ok"}\n\n{"text": "unterminated}\n', ":3: invalid JSON"),
-    ("a.jsonl", '{"text": "ok"}\n\n["text"]\n', ":3: expected a JSON object with a 'text' field"),
-    ("a.jsonl", '{"text": "ok"}\n\n{"body": "x", "n": 1}\n', ":3: no 'text' field (fields: 'body', 'n')"),
-    ("a.jsonl", '{"text": "ok"}\n\n{"text": 12}\n', ":3: field 'text' must be a string, got a number"),
-    ("a.jsonl", '{"text": "ok"}\n\n{"text": null}\n', ":3: field 'text' must be a string, got null"),
+    ("a.jsonl", '{"text": "ok"}\n\n{"text": "unterminated}\n', " line 3: invalid JSON"),
+    ("a.jsonl", '{"text": "ok"}\n\n["text"]\n', " line 3: expected a JSON object with a 'text' field"),
+    ("a.jsonl", '{"text": "ok"}\n\n{"body": "x", "n": 1}\n', " line 3: no 'text' field (fields: 'body', 'n')"),
+    ("a.jsonl", '{"text": "ok"}\n\n{"text": 12}\n', " line 3: field 'text' must be a string, got a number"),
+    ("a.jsonl", '{"text": "ok"}\n\n{"text": null}\n', " line 3: field 'text' must be a string, got null"),
     ("a.jsonl", '{"text": "ok"}\n\n{"text": "x", "title": ["t"]}\n',
-     ":3: field 'title' must be a string or null, got an array"),
-    ("a.jsonl", '{"text": "ok", "id": 1}\n\n{"text": "x"}\n', ":3: lacks an 'id' field"),
+     " line 3: field 'title' must be a string or null, got an array"),
+    ("a.jsonl", '{"text": "ok", "id": 1}\n\n{"text": "x"}\n', " line 3: lacks an 'id' field"),
     ("a.jsonl", '{"text": "ok", "id": 1}\n\n{"text": "x", "id": 1.5}\n',
-     ":3: field 'id' must be a string or integer, got a number"),
-    ("a.txt", b"fine\nfine\nbad \xff byte\n", ":3: not valid UTF-8"),
+     " line 3: field 'id' must be a string or integer, got a number"),
+    ("a.txt", b"fine\nfine\nbad \xff byte\n", " line 3: not valid UTF-8"),
     ("a.csv", "text\n", "cannot tell the format from the suffix '.csv'"),
 ]  # fmt: skip
 
