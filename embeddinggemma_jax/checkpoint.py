@@ -4,17 +4,24 @@ inference.
 Workdir layout::
 
     <workdir>/checkpoints/<step>/params/       float32 parameters (Orbax, sharded arrays)
-                                 opt_state/    optimizer state (Orbax)
+                                 opt_state/    optimizer state (Orbax; training checkpoints only)
                                  meta/         JSON: step, rng, data-iterator state, eval metrics
                                  config/       JSON: the experiment config
                                  model/        JSON: what inference needs (model config, prompts,
                                                tokenizer file name and sha256), task name
     <workdir>/tokenizer.model                  the tokenizer, copied once
+    <workdir>/damaged_checkpoints/<step>/      checkpoints found damaged on resume (kept)
 
 Retention: the last `keep` checkpoints, plus the best one by an eval metric (when evaluation
-runs). `load_for_inference` reads a workdir (latest step, or best), its ``checkpoints`` folder, or
-one step folder, and returns what `Embedder` needs; `restore_params` reads just the parameters
-(to start a later stage from an earlier one).
+runs). Orbax writes each step under ``<step>.orbax-checkpoint-tmp-*`` and renames it when
+complete, so only finished steps are ever read (`complete_steps`).
+
+Every reader takes a run directory (newest complete step, or best), its ``checkpoints`` folder or
+one step folder, relative to the current directory, with ``~`` or as a URL (``gs://...``, through
+`etils.epath`): `as_path` resolves it once, at the boundary. `load_for_inference` returns what
+`Embedder` needs; `restore_params` just the parameters (a later stage's start); `save_params`
+writes a run directory holding parameters only (soups, quantised models), which every reader
+takes like a training run.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,15 +39,41 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from embeddinggemma_jax.errors import LocatedError
 
 CHECKPOINTS = "checkpoints"
+DAMAGED = "damaged_checkpoints"
 TOKENIZER = "tokenizer.model"
 _ITEMS = ("params", "opt_state", "meta", "config", "model")
+_PARAMS_ITEMS = ("params", "meta", "config", "model")
+_NEEDED = ("params", "meta", "model")  # what every reader needs in a step folder
+_TMP = ".orbax-checkpoint-tmp"
+
+
+class CheckpointError(LocatedError):
+    """A checkpoint path that does not hold what was asked for (where = the path as given)."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A complete-looking checkpoint whose files cannot be read (truncated, missing a file)."""
+
+
+def as_path(path: str | os.PathLike) -> Path:
+    """The absolute path of `path` (``~`` expanded, relative to the current directory, trailing
+    slash dropped); a URL such as ``gs://bucket/run`` stays a URL (an `etils.epath.Path`)."""
+    if isinstance(path, epath.Path) and not isinstance(path, Path):
+        return path
+    text = os.fspath(path)
+    if "://" in text:
+        return epath.Path(text.rstrip("/"))
+    return Path(os.path.abspath(os.path.expanduser(text)))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with as_path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -60,18 +93,48 @@ def _json_default(x):
         return float(x)
     if isinstance(x, np.ndarray):
         return x.tolist()
-    if isinstance(x, Path):
+    if isinstance(x, (Path, epath.Path)):
         return str(x)
     if dataclasses.is_dataclass(x):
         return dataclasses.asdict(x)
     raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().split("\n")[0]
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def _copy_file_atomic(source: Path, dest: Path) -> None:
+    """`source` -> `dest` through a temporary name: a killed copy never looks complete."""
+    tmp = dest.parent / f"{dest.name}.tmp-{os.getpid()}"
+    tmp.write_bytes(as_path(source).read_bytes())
+    tmp.replace(dest)
+
+
+def _place_tokenizer(workdir: Path, source: str | os.PathLike) -> Path:
+    """Copies the tokenizer to ``<workdir>/tokenizer.model`` once; another one there is an error."""
+    source = as_path(source)
+    dest = workdir / TOKENIZER
+    if dest.exists():
+        if file_sha256(dest) != file_sha256(source):
+            raise CheckpointError(
+                f"this workdir was trained with another tokenizer than {source} "
+                "(sha256 differs; use a new --workdir)",
+                where=str(dest),
+            )
+        return dest
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        _copy_file_atomic(source, dest)
+    return dest
+
+
 class Checkpointer:
     """Saves and restores train states in ``<workdir>/checkpoints``.
 
     Args:
-      workdir: the run's directory.
+      workdir: the run's directory (checked writable here, before any compilation).
       keep: how many of the latest checkpoints to keep.
       best_metric: eval metric whose best checkpoint is also kept (None: only the latest).
       best_mode: "max" or "min".
@@ -91,8 +154,9 @@ class Checkpointer:
             raise ValueError(f"checkpoint.keep must be >= 1, got {keep}")
         if best_mode not in ("max", "min"):
             raise ValueError(f"checkpoint.best_mode must be 'max' or 'min', got {best_mode!r}")
-        self.workdir = Path(workdir).absolute()
+        self.workdir = as_path(workdir)
         self.directory = self.workdir / CHECKPOINTS
+        _check_writable(self.directory, shown=workdir)
         self.best_metric, self.best_mode = best_metric, best_mode
         policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=keep)]
         if best_metric:
@@ -169,6 +233,8 @@ class Checkpointer:
             ),
         )
         meta = r.meta
+        if int(meta["step"]) != int(step):
+            raise ValueError(f"meta says step {meta['step']}")
         state = target.replace(
             step=jax.device_put(np.asarray(meta["step"], np.int32), target.step.sharding),
             params=r.params,
@@ -176,6 +242,62 @@ class Checkpointer:
             rng=jax.device_put(np.asarray(meta["rng"], np.uint32), target.rng.sharding),
         )
         return state, meta
+
+    def restore_latest(self, target) -> tuple[Any, dict[str, Any]] | None:
+        """The newest intact checkpoint restored like `target`, or None when there is none yet.
+
+        A checkpoint of another model shape or optimizer state is refused (CheckpointError:
+        which entry, both shapes) before anything is read. A damaged one (a truncated or
+        missing file) is moved to ``<workdir>/damaged_checkpoints/`` with a warning naming it,
+        and the next older one is tried; when none is intact, CheckpointError lists them all
+        (a run never silently restarts from step 0).
+        """
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            return None
+        damaged = []
+        for step in steps:
+            step_dir = self.directory / str(step)
+            try:
+                check_shapes(step_dir / "params", target.params, "parameter", shown=step_dir)
+                check_shapes(step_dir / "opt_state", target.opt_state, "optimizer state", step_dir)
+                restored = self.restore(step, target)
+            except DamagedCheckpointError as e:
+                reason = e.reason
+            except CheckpointError:
+                raise
+            except Exception as e:  # a truncated / missing file, unreadable JSON, ...
+                reason = _first_line(e)
+            else:
+                if damaged:
+                    self.manager.reload()
+                return restored
+            moved = self._move_damaged(step)
+            damaged.append(step)
+            logging.warning(
+                "checkpoint %s is damaged (%s); moved it to %s and trying an older one",
+                step_dir,
+                reason,
+                moved,
+            )
+        self.manager.reload()
+        raise CheckpointError(
+            f"no intact checkpoint: steps {', '.join(map(str, damaged))} are damaged (moved to "
+            f"{self.workdir / DAMAGED}); restore one by hand or start a new --workdir",
+            where=str(self.directory),
+        )
+
+    def _move_damaged(self, step: int) -> Path:
+        """Renames a damaged step folder out of the manager's sight (kept for inspection)."""
+        dest_root = self.workdir / DAMAGED
+        dest = dest_root / str(step)
+        if jax.process_index() == 0:
+            dest_root.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                dest = dest_root / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            (self.directory / str(step)).rename(dest)
+        _sync_processes(f"egj_damaged_{step}")
+        return dest
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -189,75 +311,213 @@ class Checkpointer:
         """Copies the tokenizer into the workdir (once; a different one there is an error)."""
         if source is None:
             return None
-        source = Path(source)
-        dest = self.workdir / TOKENIZER
-        if dest.exists():
-            if file_sha256(dest) != file_sha256(source):
-                raise ValueError(
-                    f"{dest} differs from the run's tokenizer {source}: this workdir was trained "
-                    "with another tokenizer (use a new --workdir)"
-                )
-            return dest
-        if jax.process_index() == 0:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(".tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
-        return dest
+        return _place_tokenizer(self.workdir, source)
+
+
+def _sync_processes(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _check_writable(directory: Path, shown: Any) -> None:
+    """UserError naming the workdir when `directory` cannot be created or written."""
+    if jax.process_index() != 0:
+        return
+    probe = directory / f".write-probe-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise CheckpointError(
+            f"the workdir is not writable ({type(e).__name__}: {e.strerror or e})",
+            where=str(shown),
+        ) from e
+
+
+# -- writing a parameters-only run --------------------------------------------------------------
+def describe_model(
+    model_config: Any,
+    *,
+    prompts: Mapping[str, str] | None = None,
+    task: str = "contrastive",
+    **extra: Any,
+) -> dict[str, Any]:
+    """The ``model`` item of a checkpoint for an embedding model (what `load_for_inference`
+    reads); the tokenizer entry is filled in by `save_params`."""
+    info = {"task": task, "model_config": dataclasses.asdict(model_config), **extra}
+    if prompts is not None:
+        info["prompts"] = dict(prompts)
+    return info
+
+
+def save_params(
+    workdir: str | os.PathLike,
+    step: int,
+    params: Any,
+    *,
+    model_info: Mapping[str, Any] | Any,
+    config: Mapping[str, Any] | Any = None,
+    tokenizer: str | os.PathLike | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Writes ``<workdir>/checkpoints/<step>/{params,meta,config,model}`` laid out like the
+    Trainer's checkpoints, so every reader (`Embedder.from_pretrained`, `load_for_inference`,
+    `restore_params`, ``evaluate``, ``--config.init_from``) takes it unchanged.
+
+    Args:
+      workdir: the run directory to write (created; other steps there are kept).
+      step: the step number to write (an existing complete step is an error).
+      params: the parameter pytree (NumPy or jax arrays), e.g. {"encoder", "head"}.
+      model_info: the ``model`` item (`describe_model(...)` builds one; a bare `ModelConfig` is
+        wrapped by it; `load_model_info` of a source run returns one to copy).
+      config: JSON-able config stored as the ``config`` item (e.g. the soup recipe).
+      tokenizer: tokenizer.model copied to ``<workdir>/tokenizer.model`` (its sha256 recorded).
+      meta: extra entries for the ``meta`` item.
+    Returns:
+      the step folder. Orbax writes it under a temporary name and renames it when complete, and
+      the tokenizer is in place before that: a killed write never looks complete.
+    """
+    workdir = as_path(workdir)
+    directory = workdir / CHECKPOINTS
+    _check_writable(directory, shown=workdir)
+    if dataclasses.is_dataclass(model_info) and not isinstance(model_info, type):
+        model_info = describe_model(model_info)
+    info = _to_json(dict(model_info))
+    if tokenizer is not None:
+        placed = _place_tokenizer(workdir, tokenizer)
+        info["tokenizer"] = {"file": TOKENIZER, "sha256": file_sha256(placed)}
+    step_dir = directory / str(int(step))
+    if step_dir.exists():
+        raise CheckpointError(f"step {step} already exists", where=str(step_dir))
+    record = {"step": int(step), **_to_json(dict(meta or {}))}
+    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=True)
+    with ocp.CheckpointManager(directory, options=options, item_names=_PARAMS_ITEMS) as manager:
+        manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params),
+                meta=ocp.args.JsonSave(record),
+                config=ocp.args.JsonSave(_to_json(config) if config is not None else {}),
+                model=ocp.args.JsonSave(info),
+            ),
+            force=True,
+        )
+        manager.wait_until_finished()
+    return step_dir
 
 
 # -- reading checkpoints without a manager -------------------------------------------------------
-def _step_dirs(root: Path) -> list[tuple[int, Path]]:
-    out = []
-    for p in root.iterdir() if root.is_dir() else ():
-        if p.name.isdigit() and (p / "params").is_dir() and (p / "model").is_dir():
-            out.append((int(p.name), p))
+def _is_step_dir(path: Path) -> bool:
+    return path.name.isdigit() and all((path / item).is_dir() for item in _NEEDED)
+
+
+def _checkpoints_root(path: Path) -> Path:
+    return path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+
+
+def _is_finalized(step_dir: Path) -> bool:
+    # Locally Orbax's rename is the commit (a digits-only name); on GCS it is commit_success.txt.
+    return bool(ocp.utils.is_checkpoint_finalized(step_dir))
+
+
+def complete_steps(path: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, folder) of each complete checkpoint of a run directory or its checkpoints folder,
+    oldest first (a step folder: itself). Orbax's in-progress ``<step>.orbax-checkpoint-tmp-*``
+    folders, and steps missing params/, meta/ or model/, are not listed."""
+    path = as_path(path)
+    if _is_step_dir(path):
+        return [(int(path.name), path)] if _is_finalized(path) else []
+    root = _checkpoints_root(path)
+    if not root.is_dir():
+        return []
+    out = [(int(p.name), p) for p in root.iterdir() if _is_step_dir(p) and _is_finalized(p)]
     return sorted(out)
 
 
-def _is_step_dir(path: Path) -> bool:
-    return (path / "params").is_dir() and (path / "meta").is_dir() and (path / "model").is_dir()
+def _in_progress(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if _TMP in p.name) if root.is_dir() else []
 
 
 def is_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether `path` is a training workdir, its checkpoints folder, or a step folder."""
-    path = Path(path)
-    if not path.is_dir():
+    """Whether `path` is a run directory, its checkpoints folder, or a step folder with at least
+    one complete checkpoint."""
+    try:
+        return as_path(path).is_dir() and bool(complete_steps(path))
+    except OSError:
         return False
-    return _is_step_dir(path) or bool(_step_dirs(path / CHECKPOINTS)) or bool(_step_dirs(path))
 
 
 def _read_item(step_dir: Path, item: str) -> Any:
     f = step_dir / item / "metadata"
-    if not f.is_file():
-        raise FileNotFoundError(f"{step_dir}: missing checkpoint item {item!r} ({f})")
-    return json.loads(f.read_text())
+    try:
+        return json.loads(f.read_text())
+    except FileNotFoundError as e:
+        raise DamagedCheckpointError(f"missing checkpoint item {item!r}", where=str(f)) from e
+    except (ValueError, OSError) as e:
+        raise DamagedCheckpointError(f"unreadable ({_first_line(e)})", where=str(f)) from e
 
 
-def resolve_step_dir(path: str | os.PathLike, best: bool = False) -> Path:
-    """The step folder for a workdir / checkpoints folder (latest, or best by the eval metric the
-    run tracked) or a step folder itself."""
-    path = Path(path).expanduser()
-    if _is_step_dir(path):
-        return path
-    root = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
-    steps = _step_dirs(root)
-    if not steps:
-        raise FileNotFoundError(
-            f"{path}: not a training checkpoint (expected a workdir with {CHECKPOINTS}/<step>/, "
-            "a checkpoints folder, or a step folder with params/, meta/ and model/)"
+def resolve_step_dir(
+    path: str | os.PathLike, best: bool = False, *, step: int | None = None
+) -> Path:
+    """The step folder that `path` names: a step folder itself, or in a run directory or its
+    checkpoints folder the newest complete step, the given `step`, or (`best`) the best one by
+    the eval metric the run tracked. CheckpointError (one line, naming `path` as given) for a
+    missing folder, a folder with no complete checkpoint, or a step that does not exist."""
+    where = str(path)
+    p = as_path(path)
+    if not p.exists():
+        shown = f" ({p})" if str(p) != where.rstrip("/") else ""
+        raise CheckpointError(f"no such folder{shown}", where=where)
+    if not p.is_dir():
+        raise CheckpointError("not a folder (expected a training run directory)", where=where)
+    if _TMP in p.name:
+        raise CheckpointError(
+            "an Orbax checkpoint still being written (or killed while writing); pass the run "
+            "directory to read its newest complete step",
+            where=where,
         )
+    if p.name.isdigit() and (p / "params").is_dir():
+        if step is not None and int(p.name) != step:
+            raise CheckpointError(f"is step {p.name}, not step {step}", where=where)
+        missing = [item for item in _NEEDED if not (p / item).is_dir()]
+        if missing:
+            raise DamagedCheckpointError(f"checkpoint lacks {', '.join(missing)}", where=where)
+        return p
+    root = _checkpoints_root(p)
+    steps = complete_steps(root)
+    if not steps:
+        pending = _in_progress(root)
+        if pending:
+            raise CheckpointError(
+                f"no complete checkpoint yet in {root} (being written: {', '.join(pending)})",
+                where=where,
+            )
+        raise CheckpointError(
+            f"no checkpoint here (expected a run directory with {CHECKPOINTS}/<step>/, its "
+            f"{CHECKPOINTS} folder, or a step folder with params/, meta/ and model/)",
+            where=where,
+        )
+    if step is not None:
+        found = dict(steps)
+        if step not in found:
+            have = ", ".join(str(s) for s, _ in steps)
+            raise CheckpointError(f"no step {step} in {root} (complete steps: {have})", where=where)
+        return found[step]
     if not best:
         return steps[-1][1]
     scored = []
-    for step, d in steps:
+    for s, d in steps:
         meta = _read_item(d, "meta")
         name, metrics = meta.get("best_metric"), meta.get("metrics") or {}
         if name and name in metrics:
             sign = 1.0 if meta.get("best_mode", "max") == "max" else -1.0
-            scored.append((sign * float(metrics[name]), step, d))
+            scored.append((sign * float(metrics[name]), s, d))
     if not scored:
-        raise ValueError(f"{root}: best=True but no checkpoint there has eval metrics")
+        raise CheckpointError("best=True but no checkpoint here has eval metrics", where=where)
     return max(scored)[2]
 
 
@@ -275,25 +535,71 @@ def _model_config(info: Mapping[str, Any]):
     return ModelConfig(**fields)
 
 
-def restore_params(path: str | os.PathLike, target: Any = None, *, best: bool = False) -> Any:
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    out = {}
+    for path, leaf in flat:
+        name = "/".join(
+            str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path
+        )
+        out[name] = tuple(getattr(leaf, "shape", np.shape(leaf)))
+    return out
+
+
+def check_shapes(item_dir: Path, target: Any, what: str, shown: Any = None) -> None:
+    """CheckpointError unless the arrays stored in `item_dir` have `target`'s names and shapes
+    (says which entry and both shapes); DamagedCheckpointError when the metadata is unreadable."""
+    where = str(shown if shown is not None else item_dir.parent)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            stored = ckptr.metadata(item_dir).item_metadata
+    except Exception as e:
+        raise DamagedCheckpointError(
+            f"unreadable {item_dir.name} ({_first_line(e)})", where=where
+        ) from e
+    stored = _flat_shapes(getattr(stored, "tree", stored))
+    wanted = _flat_shapes(target)
+    for name, shape in wanted.items():
+        if name in stored and stored[name] != shape:
+            raise CheckpointError(
+                f"{what} {name} is {stored[name]} in the checkpoint but {shape} in this model "
+                "(a checkpoint of another model shape)",
+                where=where,
+            )
+    missing = sorted(set(wanted) - set(stored))
+    extra = sorted(set(stored) - set(wanted))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"lacks {len(missing)} {what} entries this run has (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"has {len(extra)} this run lacks (e.g. {extra[0]})")
+        raise CheckpointError(
+            "a checkpoint of another model or optimizer: it " + " and ".join(parts), where=where
+        )
+
+
+def restore_params(
+    path: str | os.PathLike, target: Any = None, *, best: bool = False, step: int | None = None
+) -> Any:
     """The float32 parameters of a checkpoint (a later stage's starting point).
 
     Args:
-      path: workdir, checkpoints folder or step folder.
+      path: run directory, checkpoints folder or step folder (any form `as_path` takes).
       target: ShapeDtypeStruct pytree (shardings optional) to restore into; None restores onto
         the first local device with the shapes the checkpoint's model config gives.
+      best, step: which checkpoint of a run directory (default: the newest complete one).
     """
-    step_dir = resolve_step_dir(path, best)
+    step_dir = resolve_step_dir(path, best, step=step)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     if target is None:
         from embeddinggemma_jax.model import param_shapes
 
         cfg = _model_config(_read_item(step_dir, "model"))
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), param_shapes(cfg)
         )
     else:
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(
             lambda x: (
                 x
@@ -302,51 +608,73 @@ def restore_params(path: str | os.PathLike, target: Any = None, *, best: bool = 
             ),
             target,
         )
+    check_shapes(step_dir / "params", target, "parameter", shown=step_dir)
     with ocp.StandardCheckpointer() as ckptr:
         try:
             return ckptr.restore(step_dir / "params", target)
-        except (ValueError, KeyError) as e:
-            raise ValueError(
-                f"{step_dir}: its parameters do not match the model being trained ({e})"
+        except Exception as e:  # the shapes matched: the files themselves are damaged
+            raise DamagedCheckpointError(
+                f"cannot read its parameters ({_first_line(e)})", where=str(step_dir)
             ) from e
 
 
-def load_model_info(path: str | os.PathLike, *, best: bool = False) -> tuple[Path, dict]:
+def load_model_info(
+    path: str | os.PathLike, *, best: bool = False, step: int | None = None
+) -> tuple[Path, dict]:
     """(step folder, the `model` item: model config, prompts, tokenizer, task)."""
-    step_dir = resolve_step_dir(path, best)
+    step_dir = resolve_step_dir(path, best, step=step)
     return step_dir, _read_item(step_dir, "model")
 
 
 def find_tokenizer(step_dir: Path, info: Mapping[str, Any]) -> Path:
+    """The tokenizer file recorded in `info` beside `step_dir` (the run directory's copy), its
+    sha256 checked; a local copy when the run is remote (SentencePiece reads local files)."""
     tok = info.get("tokenizer") or {}
     name = tok.get("file", TOKENIZER)
+    step_dir = as_path(step_dir)
     candidates = [step_dir / name, step_dir.parent / name, step_dir.parent.parent / name]
     for c in candidates:
         if c.is_file():
             want = tok.get("sha256")
             if want and file_sha256(c) != want:
-                raise ValueError(f"{c}: sha256 differs from the one recorded in {step_dir}/model")
-            return c
-    raise FileNotFoundError(
-        f"{step_dir}: no {name} beside the checkpoint (looked in "
+                raise CheckpointError(
+                    f"sha256 differs from the one recorded in {step_dir}/model", where=str(c)
+                )
+            return c if isinstance(c, Path) else _local_copy(c, want or file_sha256(c))
+    raise CheckpointError(
+        f"no {name} beside the checkpoint (looked in "
         + ", ".join(str(c.parent) for c in candidates)
-        + ")"
+        + ")",
+        where=str(step_dir),
     )
 
 
-def load_for_inference(path: str | os.PathLike, best: bool = False):
+def _local_copy(remote: epath.Path, sha256: str) -> Path:
+    import tempfile
+
+    dest = Path(tempfile.gettempdir()) / "embeddinggemma-jax" / sha256 / remote.name
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _copy_file_atomic(remote, dest)
+    return dest
+
+
+def load_for_inference(path: str | os.PathLike, best: bool = False, *, step: int | None = None):
     """What `Embedder` needs from a training checkpoint.
 
     Args:
-      path: a workdir, its checkpoints folder, or one step folder.
-      best: with a workdir, the checkpoint with the best eval metric instead of the latest.
+      path: a run directory, its checkpoints folder, or one step folder (any form `as_path`
+        takes: relative, ``~``, trailing slash, ``gs://``).
+      best: with a run directory, the checkpoint with the best eval metric instead of the newest.
+      step: with a run directory, this step.
     Returns:
       (ModelConfig, params {"encoder", "head"} float32, tokenizer file Path, prompts dict).
     """
-    step_dir, info = load_model_info(path, best=best)
+    step_dir, info = load_model_info(path, best=best, step=step)
     if "model_config" not in info:
-        raise ValueError(
-            f"{step_dir}: this checkpoint's task ({info.get('task')!r}) has no embedding model"
+        raise CheckpointError(
+            f"this checkpoint's task ({info.get('task')!r}) has no embedding model",
+            where=str(step_dir),
         )
     cfg = _model_config(info)
     params = restore_params(step_dir)
