@@ -117,7 +117,7 @@ class Mixture:
 
 # The paper's three task groups and the builders (`embeddinggemma_jax.data.build`) in each.
 TASK_GROUPS: dict[str, tuple[str, ...]] = {
-    "task": ("glossary",),
+    "task": ("definitions",),
     "language": ("catalogs",),
     "code": ("stdlib", "sympy"),
 }

@@ -45,6 +45,8 @@ def collect(
     root: Path, subpackages: Sequence[str] | None = None, *, min_body_lines: int = 3
 ) -> list[stdlib.Function]:
     """The documented functions under `root` (a sympy package dir), module names ``sympy.*``."""
+    if not (root / "__init__.py").is_file():
+        raise UserError(f"sympy: {root} is not a package directory (no __init__.py)")
     if subpackages is None:
         subpackages = sorted(
             p.stem if p.suffix == ".py" else p.name

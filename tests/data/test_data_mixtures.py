@@ -102,7 +102,7 @@ def test_each_global_batch_comes_from_one_dataset(tmp_path):
 
 
 def test_dirichlet_mixtures_are_seeded_deterministic_and_on_the_simplex():
-    names = ["stdlib", "sympy", "catalogs", "glossary"]
+    names = ["stdlib", "sympy", "catalogs", "definitions"]
     a = dirichlet_mixtures(names, 10, seed=3)
     assert a == dirichlet_mixtures(names, 10, seed=3)
     assert a[:4] == dirichlet_mixtures(names, 4, seed=3)  # prefix-stable
