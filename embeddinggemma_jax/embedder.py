@@ -24,28 +24,15 @@ from embeddinggemma_jax.interop.sentence_transformers import (
     save_sentence_transformer,
 )
 from embeddinggemma_jax.model import EmbeddingGemma, ModelConfig, check_dtype, truncate
-from embeddinggemma_jax.text.packing import best_fit_decreasing, pack_rows
+from embeddinggemma_jax.text.packing import best_fit_decreasing, bucket_lengths, pack_rows
 from embeddinggemma_jax.text.prompts import DEFAULT_PROMPTS, apply_document_prompts, resolve_prompt
 from embeddinggemma_jax.text.tokenizer import Tokenizer, check_texts
 
-MIN_BUCKET = 16
 PACK_LENGTH = 512  # "auto" packing's row length
 PACKED_TOKENS_PER_TEXT = 128  # a packed batch holds about batch_size x this many tokens
 # A text filling at least this much of its length bucket keeps a row of its own: packing it would
 # save no padding and make its attention span the whole packed row.
 NO_PACK_FILL = 0.9
-
-
-def bucket_lengths(max_length: int, smallest: int = MIN_BUCKET) -> tuple[int, ...]:
-    """Padded lengths a batch may take: powers of two from `smallest`, capped by max_length.
-
-    A handful of shapes bounds jit recompilation while wasting at most half of a batch on padding.
-    """
-    out, n = [], smallest
-    while n < max_length:
-        out.append(n)
-        n *= 2
-    return (*out, max_length)
 
 
 def _check_texts(texts) -> list[str]:

@@ -43,6 +43,7 @@ import numpy as np
 from embeddinggemma_jax.data.mixtures import Mixture
 from embeddinggemma_jax.data.records import DataError, Record
 from embeddinggemma_jax.data.sources import FORMATS, RecordSource, open_source
+from embeddinggemma_jax.text.packing import bucket_lengths
 
 
 class TokenizerLike(Protocol):
@@ -190,23 +191,6 @@ def _dataset_from_mapping(mapping: Any, index: int) -> DatasetConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Batching helpers
-
-
-def bucket_lengths(
-    max_length: int, min_bucket: int = 16, buckets: Sequence[int] | None = None
-) -> tuple[int, ...]:
-    """Sorted bucket lengths for one role: powers of two in [min_bucket, max_length) plus max_length."""
-    if buckets is None:
-        out = []
-        b = 1
-        while b < min_bucket:
-            b *= 2
-        while b < max_length:
-            out.append(b)
-            b *= 2
-    else:
-        out = [b for b in buckets if 0 < b < max_length]
-    return tuple(sorted(set(out) | {max_length}))
 
 
 def pick_bucket(length: int, buckets: Sequence[int]) -> int:

@@ -68,3 +68,24 @@ def pack_rows(
             positions[r, start:end] = np.arange(len(seq))
             start = end
     return tokens, segments, positions
+
+
+def bucket_lengths(
+    max_length: int, min_bucket: int = 16, buckets: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """The padded lengths a batch may take: powers of two in [min_bucket, max_length) plus
+    max_length, or the given `buckets` below max_length plus max_length; sorted.
+
+    A handful of shapes bounds jit recompilation while wasting at most half a batch on padding.
+    """
+    if buckets is None:
+        out = []
+        b = 1
+        while b < min_bucket:
+            b *= 2
+        while b < max_length:
+            out.append(b)
+            b *= 2
+    else:
+        out = [b for b in buckets if 0 < b < max_length]
+    return tuple(sorted(set(out) | {max_length}))
