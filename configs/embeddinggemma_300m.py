@@ -1,9 +1,11 @@
 """EmbeddingGemma-300m contrastive stages.
 
-    # finetune the released model (or any sentence-transformers folder / earlier-stage workdir):
+    # finetune the released model (or any sentence-transformers folder / earlier-stage workdir)
+    # on the task mixture (data.datasets), built first into data/:
+    python -m embeddinggemma_jax.data.build --dataset stdlib,sympy,catalogs,definitions --output data
     python -m embeddinggemma_jax.main --config=configs/embeddinggemma_300m.py:finetune \
         --workdir=runs/finetune --config.init_from=google/embeddinggemma-300m \
-        --config.train_data='data/finetune/*.jsonl' [--config.teacher.path=PATH]
+        [--config.teacher.path=PATH]
 
     # pre-finetune (pairs, large batch, no hard negatives) from an earlier stage's workdir:
     python -m embeddinggemma_jax.main --config=configs/embeddinggemma_300m.py:prefinetune \
@@ -58,7 +60,17 @@ def get_config(arg=None):
         c.loss.hard_negative_alpha = 0.0
     else:
         c.num_steps = 5_000
-        c.data.datasets = [dict(path="", weight=1.0, task="query", num_negatives=3)]
+        # The task mixture: one dataset per global batch, the paper's three task groups weighted
+        # equally (data.mixtures.TASK_GROUPS; this is the mixture search's seed trial).
+        c.data.datasets = [
+            dict(name=name, path=f"data/{name}/train.jsonl", weight=weight, num_negatives=3)
+            for name, weight in (
+                ("stdlib", 1 / 6),  # code
+                ("sympy", 1 / 6),  # code
+                ("catalogs", 1 / 3),  # language
+                ("definitions", 1 / 3),  # task
+            )
+        ]
         c.data.global_batch_size = 256
         c.grad_cache.chunk = 64
         c.optimizer.learning_rate = 2e-5
