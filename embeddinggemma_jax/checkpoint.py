@@ -450,6 +450,18 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
         return False
 
 
+def is_run_path(path: str | os.PathLike) -> bool:
+    """Whether `path` is for these readers rather than a sentence-transformers folder or a hub
+    id: a URL, a folder without ``config.json`` (run directory, checkpoints folder, step folder),
+    or a missing folder inside a run (so the error can name the step that does not exist)."""
+    if "://" in os.fspath(path):
+        return True
+    p = as_path(path)
+    if p.is_dir():
+        return not (p / "config.json").exists()
+    return p.parent.name == CHECKPOINTS or (p.parent / CHECKPOINTS).is_dir()
+
+
 def _read_item(step_dir: Path, item: str) -> Any:
     f = step_dir / item / "metadata"
     try:

@@ -109,13 +109,12 @@ class Embedder:
         directory written by training (a step directory, or the workdir: latest step).
         `pack_length`: see `Embedder`; `scan_layers`: `ModelConfig.scan_layers` (on by default
         here: the same embeddings, half the compile time per batch shape)."""
-        dtype = check_dtype(dtype)
-        path = resolve_model_path(path_or_id)
-        overrides = dict(dtype=dtype, attention_impl=attention_impl, scan_layers=scan_layers)
-        if not (path / "config.json").exists():
-            from embeddinggemma_jax import checkpoint
+        from embeddinggemma_jax import checkpoint
 
-            config, params, tokenizer_file, prompts = checkpoint.load_for_inference(path)
+        dtype = check_dtype(dtype)
+        overrides = dict(dtype=dtype, attention_impl=attention_impl, scan_layers=scan_layers)
+        if checkpoint.is_run_path(path_or_id):  # run, checkpoints or step folder, or gs:// URL
+            config, params, tokenizer_file, prompts = checkpoint.load_for_inference(path_or_id)
             config = dataclasses.replace(config, **overrides)
             return cls(
                 config,
@@ -125,6 +124,7 @@ class Embedder:
                 max_length=min(max_length, config.max_length),
                 pack_length=pack_length,
             )
+        path = resolve_model_path(path_or_id)
         config, params, info = load_sentence_transformer(path, **overrides)
         if info.tokenizer_file is None:
             raise FileNotFoundError(f"{path}: no tokenizer.model (SentencePiece) in the folder")
