@@ -4,13 +4,14 @@ and the field, e.g. ``queries.jsonl line 3: field 'text': missing``."""
 
 from __future__ import annotations
 
-import gzip
+import errno
 import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from embeddinggemma_jax import readers
 from embeddinggemma_jax.errors import LocatedError
 
 # A malformed task file. The package-wide located error, under the name this API always had.
@@ -23,36 +24,13 @@ def find_file(folder: Path, *names: str, required: bool = True) -> Path | None:
             if candidate.is_file():
                 return candidate
     if required:
-        raise FileNotFoundError(f"{folder}: none of {', '.join(names)} found")
+        raise FileNotFoundError(errno.ENOENT, f"none of {', '.join(names)} found", str(folder))
     return None
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def read_records(path: Path) -> Iterator[tuple[str, dict]]:
-    """Yields (location, object) for each non-blank line; location is "file line N"."""
-    n = 0
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TaskDataError(f"invalid JSON ({e.msg}, column {e.colno})", where=where) from e
-            if not isinstance(obj, dict):
-                raise TaskDataError(
-                    f"expected a JSON object, got {type(obj).__name__}", where=where
-                )
-            n += 1
-            yield where, obj
-    if n == 0:
-        raise TaskDataError("no records", where=str(path))
+    """Yields ("file line N", object) for each non-blank line; a file without any is an error."""
+    return readers.read_jsonl(path, allow_empty=False)
 
 
 def get_field(obj: dict, name: str, where: str, kind: str, default: Any = ...) -> Any:
@@ -164,33 +142,31 @@ def read_qrels(folder: Path, query_ids: set[str]) -> dict[str, dict[str, int]]:
                 get_field(obj, "score", where, "int"),
             )
         return qrels
-    with _open_text(path) as f:
-        n = 0
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {lineno}"
-            cols = line.rstrip("\r\n").split("\t")
-            if n == 0 and [c.strip() for c in cols] == ["query-id", "corpus-id", "score"]:
-                continue  # BEIR header
-            n += 1
-            if len(cols) != 3:
-                raise TaskDataError(
-                    f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}",
-                    where=where,
-                )
-            qid, did, score = (c.strip() for c in cols)
-            if not qid or not did:
-                raise TaskDataError(
-                    "empty id", where=where, field="query-id" if not qid else "corpus-id"
-                )
-            try:
-                value = int(score)
-            except ValueError:
-                raise TaskDataError(
-                    f"expected an integer, got {score!r}", where=where, field="score"
-                ) from None
-            add(where, qid, did, value)
+    n = 0
+    for where, line in readers.read_lines(path):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if n == 0 and [c.strip() for c in cols] == ["query-id", "corpus-id", "score"]:
+            continue  # BEIR header
+        n += 1
+        if len(cols) != 3:
+            raise TaskDataError(
+                f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}",
+                where=where,
+            )
+        qid, did, score = (c.strip() for c in cols)
+        if not qid or not did:
+            raise TaskDataError(
+                "empty id", where=where, field="query-id" if not qid else "corpus-id"
+            )
+        try:
+            value = int(score)
+        except ValueError:
+            raise TaskDataError(
+                f"expected an integer, got {score!r}", where=where, field="score"
+            ) from None
+        add(where, qid, did, value)
     if not qrels:
         raise TaskDataError("no records", where=str(path))
     return qrels

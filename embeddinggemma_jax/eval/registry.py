@@ -3,16 +3,25 @@ are in `eval.tasks`)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+from embeddinggemma_jax.errors import UserError, did_you_mean
 from embeddinggemma_jax.eval.builtin import BUILTIN_TASKS
 from embeddinggemma_jax.eval.files import TaskDataError, find_file
 from embeddinggemma_jax.eval.tasks import TASK_TYPES, Task
 
-__all__ = ["get_task", "load_task"]
+__all__ = ["UnknownTaskError", "get_task", "load_task"]
+
+
+class UnknownTaskError(UserError, KeyError):
+    """A task name that is neither a built-in task nor a folder (a KeyError, as it always was)."""
+
+    __str__ = Exception.__str__  # KeyError's would quote the message
+
 
 _OPTIONS = {
     "Retrieval": {"query_prompt": "str", "k_values": "ints"},
@@ -25,7 +34,7 @@ def load_task(folder: str | os.PathLike, task_type: str | None = None) -> Task:
     """Reads a task folder (layout in the module docstring)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"task folder not found: {folder}")
+        raise FileNotFoundError(errno.ENOENT, "task folder not found", str(folder))
     meta_path = folder / "task.json"
     meta: dict[str, Any] = {}
     if meta_path.is_file():
@@ -95,7 +104,7 @@ def get_task(spec: str | os.PathLike) -> Task:
         return BUILTIN_TASKS[spec]()
     if Path(spec).is_dir():
         return load_task(spec)
-    raise KeyError(
+    raise UnknownTaskError(
         f"unknown task {str(spec)!r}: not a folder, nor a built-in task "
-        f"({', '.join(sorted(BUILTIN_TASKS))})"
+        f"({', '.join(sorted(BUILTIN_TASKS))}){did_you_mean(str(spec), BUILTIN_TASKS)}"
     )

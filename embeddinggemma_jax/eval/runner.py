@@ -22,7 +22,15 @@ from pathlib import Path
 from embeddinggemma_jax.eval.registry import get_task
 from embeddinggemma_jax.eval.tasks import Task, TruncatingEncoder
 
-__all__ = ["default_dims", "embedder_encode_fn", "evaluate_embedder", "format_table", "plot_report"]
+__all__ = [
+    "default_dims",
+    "embedder_encode_fn",
+    "evaluate_embedder",
+    "format_step_table",
+    "format_table",
+    "plot_report",
+    "plot_steps",
+]
 
 
 def default_dims(embedder) -> list[int]:
@@ -83,6 +91,20 @@ def evaluate_embedder(
     return report
 
 
+def _table(rows: list[list[str]], left: int) -> str:
+    """Aligned columns under a rule; the first `left` columns left-aligned, the rest right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for j, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def format_table(report: dict) -> str:
     """Task x dimension table of main scores."""
     dims = [str(d) for d in report["dims"]]
@@ -90,23 +112,60 @@ def format_table(report: dict) -> str:
     for name, entry in report["tasks"].items():
         values = [f"{entry['results'][d]['main_score']:.4f}" for d in dims]
         rows.append([name, entry["main_score"], *values])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, row in enumerate(rows):
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _table(rows, left=2)
 
 
-def plot_report(report: dict, path: str | Path) -> Path:
-    """PNG of each task's main score against embedding width (log2 axis)."""
+def step_columns(rows: Sequence[dict]) -> list[tuple[str, str]]:
+    """(task, width) of every main score in a run's report rows, in first-seen order."""
+    return list(
+        dict.fromkeys((t, d) for r in rows for t in r["tasks"] for d in map(str, r["dims"]))
+    )
+
+
+def format_step_table(rows: Sequence[dict]) -> str:
+    """Step x task table of main scores (one column per task and width: ``task@dim``)."""
+    columns = step_columns(rows)
+    table = [["step", *(f"{t}@{d}" for t, d in columns)]]
+    for r in rows:
+        cells = [r["tasks"].get(t, {}).get("results", {}).get(d) for t, d in columns]
+        table.append(
+            [str(r["step"]), *("-" if c is None else f"{c['main_score']:.4f}" for c in cells)]
+        )
+    return _table(table, left=1)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_steps(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
+    """PNG of each task's main score (at each width) against the training step."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for task, dim in step_columns(rows):
+        points = [(r["step"], r["tasks"][task]["results"][dim]["main_score"]) for r in rows
+                  if dim in r["tasks"].get(task, {}).get("results", {})]  # fmt: skip
+        ax.plot(*zip(*points), marker="o", label=f"{task} @{dim}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("main score")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_report(report: dict, path: str | Path) -> Path:
+    """PNG of each task's main score against embedding width (log2 axis)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     dims = report["dims"]
     for name, entry in report["tasks"].items():
