@@ -146,7 +146,11 @@ def _evaluate_run(args, loaded) -> dict:
     from embeddinggemma_jax.eval.runner import format_step_table, plot_steps
 
     run = checkpoints.run_dir(args.model)
-    checkpoints.complete_steps(args.model)  # a missing folder fails here, before anything runs
+    # A missing folder or step fails here, before anything is written.
+    if args.watch:
+        checkpoints.complete_steps(args.model)
+    else:
+        checkpoints.select_steps(args.model, args.steps)
     out = Path(args.output) if args.output else Path(run) / "eval_offline.json"
     plot = Path(args.plot) if args.plot else out.with_suffix(".png")
     rows: list[dict] = []
@@ -154,10 +158,6 @@ def _evaluate_run(args, loaded) -> dict:
         rows = json.loads(out.read_text(encoding="utf-8")).get("rows", [])
         checkpoints.check_tasks_match(rows, [t.name for t in loaded], args.dims)
     writer = None
-    if not args.no_tensorboard and isinstance(run, Path):
-        from tensorboardX import SummaryWriter
-
-        writer = SummaryWriter(str(run / "tensorboard"))
     embedders = checkpoints.StepEmbedders(dtype=args.dtype, max_length=args.max_length)
     try:
         for row in checkpoints.evaluate_steps(
@@ -177,6 +177,10 @@ def _evaluate_run(args, loaded) -> dict:
             rows.sort(key=lambda r: r["step"])
             _write_json(out, {"model": str(args.model), "rows": rows})
             plot_steps(rows, plot, title=str(args.model))
+            if writer is None and not args.no_tensorboard and isinstance(run, Path):
+                from tensorboardX import SummaryWriter
+
+                writer = SummaryWriter(str(run / "tensorboard"))
             if writer is not None:
                 for name, entry in row["tasks"].items():
                     for dim, scores in entry["results"].items():

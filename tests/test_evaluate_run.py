@@ -156,7 +156,7 @@ def test_every_path_form_selects_the_same_steps(source, tmp_path, monkeypatch):
         assert [s for s, _ in checkpoints.select_steps(form, "3,1")] == [1, 3], form
     assert [s for s, _ in checkpoints.select_steps("~/run/checkpoints/2/", "all")] == [2]
     assert checkpoints.run_dir("~/run/checkpoints/2") == tmp_path / "home" / "run"
-    with pytest.raises(LocatedError, match=r"--steps: no complete checkpoint at step 7 \(steps: 1"):
+    with pytest.raises(LocatedError, match=r"~/run: no step 7 in .* \(complete steps: 1, 2, 3\)"):
         checkpoints.select_steps("~/run", "7")
 
 
@@ -197,7 +197,7 @@ def test_watch_picks_up_a_checkpoint_written_after_it_started(source, tmp_path, 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--steps", "7"], r"error: --steps: no complete checkpoint at step 7 \(steps: 1, 2\)"),
+        (["--steps", "7"], r"error: run: no step 7 in .*checkpoints \(complete steps: 1, 2\)"),
         (["--steps", "first"], r"error: --steps: expected all, latest, best or comma-separated"),
         (["--tasks", "no-such-task", "--steps", "all"], r"error: unknown task 'no-such-task'"),
     ],
@@ -220,4 +220,5 @@ def test_missing_run_folder_is_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.command(main)(["--model", "no-run", "--steps", "all", "--tasks", "humanize-bitext"])
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "no-run: no such folder" in err and "Traceback" not in err
+    assert err.startswith("error: no-run: no such folder") and "Traceback" not in err
+    assert not (tmp_path / "no-run").exists()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+from embeddinggemma_jax.cache import cache_dir
 from embeddinggemma_jax.eval.tasks import (
     BitextMiningTask,
     ClassificationTask,
@@ -152,12 +153,6 @@ def humanize_bitext(min_pairs: int = 40) -> BitextMiningTask:
     return BitextMiningTask(name="humanize-bitext", sentence1=s1, sentence2=s2, subsets=subsets)
 
 
-def default_cache_dir() -> Path:
-    """Where built-in tasks are built: $EMBEDDINGGEMMA_JAX_CACHE or ~/.cache/embeddinggemma-jax."""
-    root = os.environ.get("EMBEDDINGGEMMA_JAX_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "embeddinggemma-jax"
-
-
 def stdlib_code_search(build_dir: str | os.PathLike | None = None, **build_kwargs) -> RetrievalTask:
     """Code search over the held-out packages of the standard-library dataset
     (`embeddinggemma_jax.data.stdlib`, the quickstart's training data): queries are docstring
@@ -166,7 +161,7 @@ def stdlib_code_search(build_dir: str | os.PathLike | None = None, **build_kwarg
     `build_kwargs` (default: the builder's defaults, i.e. the quickstart's split)."""
     from embeddinggemma_jax.data import stdlib
 
-    build_dir = Path(build_dir) if build_dir is not None else default_cache_dir() / "stdlib"
+    build_dir = Path(build_dir) if build_dir is not None else cache_dir("stdlib")
     stdlib.build(build_dir, **build_kwargs)
     task = RetrievalTask.load(build_dir / "beir", "stdlib-code-search")
     task.query_prompt = stdlib.TASK
@@ -179,3 +174,6 @@ BUILTIN_TASKS: dict[str, Callable[[], Task]] = {
     "stdlib-docstring-clustering": stdlib_docstring_clustering,
     "humanize-bitext": humanize_bitext,
 }
+
+# The package's one cache folder helper, under the name this API always had.
+default_cache_dir = cache_dir

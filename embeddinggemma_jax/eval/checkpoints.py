@@ -30,54 +30,19 @@ from embeddinggemma_jax.eval.tasks import Task
 
 __all__ = ["StepEmbedders", "complete_steps", "evaluate_steps", "run_dir", "select_steps"]
 
-_ITEMS = ("params", "meta", "model")  # what a step folder needs to be evaluated
-
-
-def _path(path: str | os.PathLike):
-    """A local path made absolute (relative to the working directory, `~` expanded), or a URL
-    (gs://...) as an `epath.Path`, which Orbax reads the same way."""
-    text = os.fspath(path)
-    if "://" in text:
-        from etils import epath
-
-        return epath.Path(text)
-    return Path(text).expanduser().absolute()
-
-
-def _is_complete(step_dir) -> bool:
-    import orbax.checkpoint as ocp
-
-    if not step_dir.name.isdigit() or not all((step_dir / i).is_dir() for i in _ITEMS):
-        return False
-    return ocp.utils.is_checkpoint_finalized(step_dir)
-
-
-def _steps_root(path):
-    """The folder holding the step folders of a run dir, its checkpoints/ folder or a step."""
-    if (path / checkpoint.CHECKPOINTS).is_dir():
-        return path / checkpoint.CHECKPOINTS
-    return path
-
 
 def complete_steps(path: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(step, step folder) of every complete checkpoint, ascending.
-
-    Args:
-      path: a run directory, its checkpoints/ folder, or one step folder (then just that step).
-    """
-    path = _path(path)
-    if not path.is_dir():
-        raise LocatedError("no such folder", where=str(path))
-    if _is_complete(path):
-        return [(int(path.name), path)]
-    root = _steps_root(path)
-    return sorted((int(p.name), p) for p in root.iterdir() if p.is_dir() and _is_complete(p))
+    """(step, step folder) of every complete checkpoint, oldest first (`checkpoint.complete_steps`;
+    a missing folder is a `checkpoint.CheckpointError`)."""
+    if not checkpoint.as_path(path).is_dir():
+        checkpoint.resolve_step_dir(path)  # raises, naming the path as given
+    return checkpoint.complete_steps(path)
 
 
 def run_dir(path: str | os.PathLike):
     """The run directory of a run dir, its checkpoints/ folder or a step folder."""
-    path = _path(path)
-    if _is_complete(path):
+    path = checkpoint.as_path(path)
+    if path.name.isdigit() and (path / "params").is_dir():
         path = path.parent
     if path.name == checkpoint.CHECKPOINTS:
         path = path.parent
@@ -86,23 +51,18 @@ def run_dir(path: str | os.PathLike):
 
 def select_steps(path: str | os.PathLike, steps: str = "all") -> list[tuple[int, Path]]:
     """The checkpoints `steps` names: "all", "latest", "best" (by the eval metric the run
-    tracked) or comma-separated step numbers. A step that is not there is a `LocatedError`
-    naming the steps that are."""
+    tracked) or comma-separated step numbers. A step that is not there is a
+    `checkpoint.CheckpointError` naming the steps that are."""
     available = complete_steps(path)
     if not available:
-        raise LocatedError(
-            "no complete checkpoint there (expected a run directory with "
-            f"{checkpoint.CHECKPOINTS}/<step>/, its {checkpoint.CHECKPOINTS} folder or a step "
-            "folder)",
-            where=str(_path(path)),
-        )
+        checkpoint.resolve_step_dir(path)  # raises the reason: nothing complete, or being written
     spec = steps.strip()
     if spec == "all":
         return available
     if spec == "latest":
         return available[-1:]
     if spec == "best":
-        best = checkpoint.resolve_step_dir(_steps_root(_path(path)), best=True)
+        best = checkpoint.resolve_step_dir(path, best=True)
         return [(int(best.name), best)]
     by_step = dict(available)
     wanted = []
@@ -112,12 +72,8 @@ def select_steps(path: str | os.PathLike, steps: str = "all") -> list[tuple[int,
                 f"expected all, latest, best or comma-separated step numbers, got {part!r}",
                 where="--steps",
             )
-        if int(part) not in by_step:
-            have = ", ".join(str(s) for s, _ in available)
-            raise LocatedError(
-                f"no complete checkpoint at step {part} (steps: {have})", where="--steps"
-            )
         wanted.append(int(part))
+        checkpoint.resolve_step_dir(path, step=wanted[-1])  # raises for a step not there
     return [(s, by_step[s]) for s in sorted(set(wanted))]
 
 
@@ -190,8 +146,8 @@ def evaluate_steps(
     done = set(skip)
     try:
         pending = [(s, d) for s, d in select_steps(path, steps) if s not in done]
-    except LocatedError:
-        if not watch or complete_steps(path):  # a missing folder, or a bad --steps
+    except checkpoint.CheckpointError:
+        if not watch or complete_steps(path):  # a missing folder, or a step not there
             raise
         pending = []  # the run has not written its first checkpoint yet
     last_dir = None

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from embeddinggemma_jax import tables
 from embeddinggemma_jax.eval.registry import get_task
 from embeddinggemma_jax.eval.tasks import Task, TruncatingEncoder
 
@@ -91,20 +92,6 @@ def evaluate_embedder(
     return report
 
 
-def _table(rows: list[list[str]], left: int) -> str:
-    """Aligned columns under a rule; the first `left` columns left-aligned, the rest right."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def format_table(report: dict) -> str:
     """Task x dimension table of main scores."""
     dims = [str(d) for d in report["dims"]]
@@ -112,7 +99,7 @@ def format_table(report: dict) -> str:
     for name, entry in report["tasks"].items():
         values = [f"{entry['results'][d]['main_score']:.4f}" for d in dims]
         rows.append([name, entry["main_score"], *values])
-    return _table(rows, left=2)
+    return tables.format_table(rows[0], rows[1:], align="ll")
 
 
 def step_columns(rows: Sequence[dict]) -> list[tuple[str, str]]:
@@ -131,7 +118,7 @@ def format_step_table(rows: Sequence[dict]) -> str:
         table.append(
             [str(r["step"]), *("-" if c is None else f"{c['main_score']:.4f}" for c in cells)]
         )
-    return _table(table, left=1)
+    return tables.format_table(table[0], table[1:], align="l")
 
 
 def _pyplot():
