@@ -20,9 +20,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from embeddinggemma_jax.model.head import l2_normalize
+
 Array = jax.Array
 
-_NORM_EPS = 1e-12
 DISTANCES = ("squared_l2", "cosine")
 
 
@@ -33,13 +34,6 @@ def _compute_dtype(*xs: Array | None) -> jnp.dtype:
         if x is not None:
             dt = jnp.promote_types(dt, jnp.result_type(x))
     return dt
-
-
-def l2_normalize(x: Array, dtype: Any = jnp.float32) -> Array:
-    """``x / ‖x‖`` over the last axis in ``dtype``; zero vectors stay zero (no NaN)."""
-    x = jnp.asarray(x, dtype)
-    sumsq = jnp.sum(x * x, axis=-1, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sumsq, jnp.asarray(_NORM_EPS**2, dtype)))
 
 
 def _masked_logsumexp(logits: Array, mask: Array) -> tuple[Array, Array]:
@@ -129,7 +123,7 @@ def _contrastive_logits(
     if n is not None:
         n = _hard_negatives_bme(jnp.asarray(n), q)
     dt = _compute_dtype(q, p, n)
-    q_be, p_be = l2_normalize(q, dt), l2_normalize(p, dt)
+    q_be, p_be = l2_normalize(q, dtype=dt), l2_normalize(p, dtype=dt)
     inv_tau = jnp.asarray(1.0 / temperature, dt)
 
     s_bb = jnp.einsum("BE,CE->BC", q_be, _gather_rows(p_be))  # s(q_i, p_j)
@@ -141,7 +135,7 @@ def _contrastive_logits(
         terms.append((s_pos_b * inv_tau)[:, None])
         masks.append(jnp.ones((b, 1), bool))
     if n is not None:
-        n_bme = l2_normalize(n, dt)
+        n_bme = l2_normalize(n, dtype=dt)
         s_bm = jnp.einsum("BE,BME->BM", q_be, n_bme)
         # log(w_im e^{s/τ}) with w_im = exp(α·sg(s)): the weight carries no gradient.
         log_w_bm = jnp.asarray(hard_negative_alpha, dt) * jax.lax.stop_gradient(s_bm)
@@ -215,7 +209,7 @@ def spread_out_loss(q: Array, p: Array) -> Array:
     off_bb = ~jnp.eye(b, dtype=bool)
     total = jnp.zeros((), dt)
     for x in (q, p):
-        x_be = l2_normalize(x, dt)
+        x_be = l2_normalize(x, dtype=dt)
         g_bb = jnp.einsum("BE,CE->BC", x_be, _gather_rows(x_be))
         total = total + jnp.sum(jnp.where(off_bb, g_bb * g_bb, 0.0)) / (b * (b - 1))
     return total
@@ -250,8 +244,8 @@ def distillation_loss(student: Array, teacher: Array, *, distance: str = "square
         )
     dt = _compute_dtype(student, teacher)
     teacher = jax.lax.stop_gradient(teacher)[..., :e_s]
-    s_hat = l2_normalize(student, dt)
-    t_hat = l2_normalize(teacher, dt)
+    s_hat = l2_normalize(student, dtype=dt)
+    t_hat = l2_normalize(teacher, dtype=dt)
     if distance == "squared_l2":
         d = jnp.sum(jnp.square(s_hat - t_hat), axis=-1)
     else:

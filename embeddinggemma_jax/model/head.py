@@ -10,10 +10,15 @@ from embeddinggemma_jax.model.config import ModelConfig
 from embeddinggemma_jax.model.layers import Einsum, precision_for
 
 
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """x / max(||x||, eps) along the last axis, in float32 (as torch.nn.functional.normalize)."""
-    x = x.astype(jnp.float32)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+def l2_normalize(x: jax.Array, eps: float = 1e-12, *, dtype=jnp.float32) -> jax.Array:
+    """x / max(||x||, eps) along the last axis, in `dtype` (as torch.nn.functional.normalize).
+
+    Computed as x * rsqrt(max(sum(x^2), eps^2)): a zero vector stays zero with a finite gradient
+    (the losses normalise with it too).
+    """
+    x = jnp.asarray(x, dtype)
+    sumsq = jnp.sum(x * x, axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sumsq, jnp.asarray(eps * eps, dtype)))
 
 
 def truncate(emb_be: jax.Array, dim: int | None) -> jax.Array:
