@@ -176,14 +176,34 @@ def check_config_flags(argv: Sequence[str]) -> None:
         if not config_flags.is_config_flag(flag) or "." in name:
             continue
         specs = list(_flag_values(argv, name))
-        if not specs:
-            continue  # absl reports a missing required flag
-        config = load_config(specs[-1])
+        if specs:
+            config = load_config(specs[-1])
+        else:  # a config-dict flag, or a config-file flag left to its default
+            try:
+                config = flag.value
+            except Exception:  # absl reports a missing required flag itself
+                continue
         if not hasattr(config, "items"):
             continue
         for arg in argv:
             if arg.startswith(f"--{name}."):
                 check_override(config, arg[len(name) + 3 :].split("=", 1)[0], f"--{name}")
+
+
+def define_config_dict(name: str, config: Any, argv: Sequence[str] | None = None) -> Any:
+    """``config_flags.DEFINE_config_dict(name, config)``, after checking the ``--NAME.KEY``
+    overrides in `argv` (default ``sys.argv``): ml_collections applies them while defining the
+    flag, so a mistyped key would otherwise fail there with a traceback."""
+    from ml_collections import config_flags
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        for arg in argv:
+            if arg.startswith(f"--{name}."):
+                check_override(config, arg[len(name) + 3 :].split("=", 1)[0], f"--{name}")
+    except LocatedError as e:
+        fail(e, argv)
+    return config_flags.DEFINE_config_dict(name, config)
 
 
 def _absl_flag_error(error: Exception) -> LocatedError:

@@ -31,75 +31,20 @@ from pathlib import Path
 
 import ml_collections
 
-from embeddinggemma_jax.train.config import base_config
+from embeddinggemma_jax.cache import cache_dir
+from embeddinggemma_jax.tables import format_table
 
 TOKENIZER_VERSION = 2  # bump when the tokenizer recipe below changes
+CONFIG_FILE = Path(__file__).resolve().parents[1] / "configs" / "quickstart.py"
 
 
 def quickstart_config() -> ml_collections.ConfigDict:
-    """The quickstart experiment (unlocked; configs/quickstart.py locks it)."""
-    c = base_config()
-    # Tuned on this 2-core machine (see the README table): ~5 min of training and evaluation.
-    c.num_steps = 160
-    c.seed = 0
-    c.mesh.data = -1
-    c.model.preset = "tiny"
-    c.model.embed_dim = 96
-    c.model.num_layers = 2
-    c.model.layer_types = ("local", "global")
-    c.model.num_heads = 3
-    c.model.num_kv_heads = 1
-    c.model.head_dim = 32
-    c.model.mlp_dim = 192
-    c.model.sliding_window = 64
-    c.model.query_pre_attn_scalar = 32.0
-    c.model.max_length = 256
-    c.model.head_dims = (192, 96)
-    c.model.matryoshka_dims = (96, 48, 24)
-    # From scratch, start each layer as its skip path (pooled token embeddings): learning is
-    # several times faster than with unit-size residual branches.
-    c.random_init.residual_scale = 0.0
-    c.data.datasets = [dict(path="", weight=1.0, task="InstructionRetrieval", num_negatives=1)]
-    c.data.global_batch_size = 128
-    c.data.query_max_length = 48  # the prompt takes ~15 tokens; 32 truncated most queries
-    c.data.doc_max_length = 64
-    c.data.min_bucket = 64  # one padded shape per role: one compilation of the step
-    c.data.num_threads = 1
-    c.data.prefetch_buffer_size = 2
-    c.optimizer.learning_rate = 5e-3
-    c.optimizer.warmup_steps = 20
-    c.optimizer.decay = "cosine"
-    c.optimizer.end_learning_rate_fraction = 0.05
-    c.optimizer.weight_decay = 0.1
-    # The full objective: contrastive with a BM25 hard negative per query, spread-out,
-    # Matryoshka. A random encoder cannot yet tell near-duplicates apart, so the hard negative
-    # is not up-weighted (alpha 0) and the temperature is softer than for finetuning.
-    c.loss.temperature = 0.1
-    c.loss.hard_negative_alpha = 0.0
-    c.loss.spread_out_weight = 1.0
-    c.checkpoint.every = 80
-    c.checkpoint.keep = 2
-    c.log.every = 20
-    c.log.tensorboard = True
-    c.eval.query_prompt = "InstructionRetrieval"
-    c.eval.at_start = True
-    c.eval.at_end = True
-    c.eval.every = 0
-    c.eval.batch_size = 64
-    c.stdlib = ml_collections.ConfigDict()
-    c.stdlib.dir = ""  # "" = <cache>/stdlib (shared with eval's stdlib-code-search task)
-    c.stdlib.eval_fraction = 0.1
-    c.stdlib.num_negatives = 3  # mined per record
-    c.stdlib.train_negatives = 1  # used per query in training (<= num_negatives)
-    c.stdlib.seed = 0
-    c.stdlib.vocab_size = 4000
-    return c
+    """The quickstart experiment, unlocked: ``get_config()`` of configs/quickstart.py."""
+    from embeddinggemma_jax.cli import load_config
 
-
-def _cache_dir() -> Path:
-    from embeddinggemma_jax.eval import default_cache_dir
-
-    return default_cache_dir()
+    config = load_config(str(CONFIG_FILE))
+    config.unlock()
+    return config
 
 
 def _tokenizer_corpus(train_jsonl: Path, out: Path, seed: int) -> None:
@@ -130,7 +75,7 @@ def train_tokenizer(data_dir: str | os.PathLike, vocab_size: int = 4000, seed: i
         [manifest["key"], vocab_size, seed, TOKENIZER_VERSION, spm.__version__], sort_keys=True
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    out_dir = _cache_dir() / "quickstart-tokenizer" / f"spm{vocab_size}-{digest}"
+    out_dir = cache_dir() / "quickstart-tokenizer" / f"spm{vocab_size}-{digest}"
     model = out_dir / "tokenizer.model"
     if model.is_file():
         return model
@@ -169,7 +114,7 @@ def prepare(config: ml_collections.ConfigDict, progress: bool = False) -> dict:
     from embeddinggemma_jax.data import stdlib
 
     s = config.stdlib
-    data_dir = Path(s.dir) if s.dir else _cache_dir() / "stdlib"
+    data_dir = Path(s.dir) if s.dir else cache_dir() / "stdlib"
     t0 = time.perf_counter()
     manifest = stdlib.build(
         data_dir,
@@ -200,20 +145,8 @@ def enable_compilation_cache() -> None:
     """Persistent XLA cache: a second quickstart skips most compilation."""
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", str(_cache_dir() / "jax-compilation-cache"))
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax-compilation-cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
-def format_table(before: dict, after: dict) -> str:
-    names = [k for k in after if k in before]
-    width = max(len(n) for n in names) if names else 10
-    lines = [f"{'metric':<{width}}  {'before':>8}  {'after':>8}  {'change':>8}"]
-    lines.append("-" * len(lines[0]))
-    for n in names:
-        lines.append(
-            f"{n:<{width}}  {before[n]:>8.4f}  {after[n]:>8.4f}  {after[n] - before[n]:>+8.4f}"
-        )
-    return "\n".join(lines)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, start: float) -> dict:
@@ -262,7 +195,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, start: fl
     (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(f"held-out stdlib code search ({info['eval_queries']} queries, {info['eval_docs']} docs)")
-    print(format_table(before, after))
+    rows = [[n, f"{before[n]:.4f}", f"{after[n]:.4f}", f"{after[n] - before[n]:+.4f}"]
+            for n in after if n in before]  # fmt: skip
+    print(format_table(["metric", "before", "after", "change"], rows))
     print(
         f"\nwall time {wall:.0f} s (training + evaluation {train_s:.0f} s); report: "
         f"{workdir / 'report.json'}"
@@ -274,10 +209,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, start: fl
 def main(argv=None) -> None:
     start = time.perf_counter()
     from absl import app, flags
-    from ml_collections import config_flags
+
+    from embeddinggemma_jax import cli
 
     flags.DEFINE_string("workdir", "runs/quickstart", "where checkpoints, logs and report go")
-    config_flags.DEFINE_config_dict("config", quickstart_config())
+    cli.define_config_dict("config", quickstart_config(), (argv or sys.argv)[1:])
 
     def _main(argv):
         if len(argv) > 1:
@@ -288,7 +224,7 @@ def main(argv=None) -> None:
         enable_compilation_cache()
         run(flags.FLAGS.config, flags.FLAGS.workdir, start)
 
-    app.run(_main, argv=argv or sys.argv)
+    cli.run_absl(_main, argv or sys.argv)
 
 
 if __name__ == "__main__":
