@@ -21,24 +21,22 @@ Both compute in bfloat16 (float32 params) with rematerialisation and shard param
 optimizer state over all devices (fsdp); set --config.mesh.data / fsdp / tensor to change that.
 """
 
-from embeddinggemma_jax.train.config import base_config
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ is loaded by path
+from configs import common  # noqa: E402
+from embeddinggemma_jax.train.config import base_config  # noqa: E402
 
 VARIANTS = ("prefinetune", "finetune")
 
 
 def get_config(arg=None):
-    variant = arg or "finetune"
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"configs/embeddinggemma_300m.py: variant must be one of {VARIANTS}, got {arg!r}"
-        )
+    variant = common.variant(arg, VARIANTS, __file__, default="finetune")
     c = base_config()
     c.init_from = "google/embeddinggemma-300m"
     c.model.preset = "embeddinggemma_300m"
-    c.model.dtype = "bfloat16"
-    c.model.remat = "dots_saveable"
-    c.mesh.data = 1
-    c.mesh.fsdp = -1
+    common.accelerator(c)
     c.optimizer.weight_decay = 0.01
     c.optimizer.clip_norm = 1.0
     c.optimizer.decay = "cosine"

@@ -4,13 +4,18 @@
         --config.train_data=data/stdlib/train.jsonl --config.tokenizer=PATH/tokenizer.model
 """
 
-from embeddinggemma_jax.train.config import base_config
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ is loaded by path
+from configs import common  # noqa: E402
+from embeddinggemma_jax.train.config import base_config  # noqa: E402
 
 
 def get_config(arg=None):
     del arg
     c = base_config()
-    c.num_steps = 3
+    common.smoke_run(c)
     c.model.preset = "tiny"
     c.data.datasets = [dict(path="", weight=1.0, task="query", num_negatives=1)]
     c.data.global_batch_size = 8
@@ -19,13 +24,6 @@ def get_config(arg=None):
     c.data.min_bucket = 8
     c.data.num_threads = 1
     c.data.prefetch_buffer_size = 1
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.warmup_steps = 1
-    c.checkpoint.every = 2
-    c.checkpoint.async_save = False
-    c.log.every = 1
-    c.log.tensorboard = False
-    c.log.progress = False
     c.eval.batch_size = 16
     c.lock()
     return c

@@ -18,20 +18,21 @@ Variants:
   tiny        CPU smoke run: random tiny model (or --config.init_from), short sequences
 """
 
+import sys
+from pathlib import Path
+
 import ml_collections
 from ml_collections import config_dict
 
-from embeddinggemma_jax.train.config import base_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ is loaded by path
+from configs import common  # noqa: E402
+from embeddinggemma_jax.train.config import base_config  # noqa: E402
 
 VARIANTS = ("balanced", "unbalanced", "tiny")
 
 
 def get_config(arg=None):
-    variant = arg or "balanced"
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"configs/ul2_adaptation.py: variant must be one of {VARIANTS}, got {arg!r}"
-        )
+    variant = common.variant(arg, VARIANTS, __file__)
     c = base_config()
     c.task = "ul2"
     c.init_from = ""  # decoder-only Gemma 3: Hugging Face folder or .gguf; "" = random init
@@ -55,27 +56,17 @@ def get_config(arg=None):
     c.checkpoint.best_metric = ""
     c.num_steps = 100_000
     if variant in ("balanced", "unbalanced"):
-        c.model.dtype = "bfloat16"
-        c.model.remat = "dots_saveable"
-        c.mesh.data = 1
-        c.mesh.fsdp = -1
+        common.accelerator(c)
     if variant == "unbalanced":
         c.ul2.cross_attention_init = "scratch"
         c.ul2.cross_attention_warmup_steps = 1000
     if variant == "tiny":
-        c.num_steps = 3
+        common.smoke_run(c)
         c.model.preset = "tiny"
         c.data.global_batch_size = 8
         c.ul2.encoder_max_length = 48
         c.ul2.decoder_max_length = 32
         c.ul2.pack = False
         c.ul2.z_loss = 0.0
-        c.optimizer.learning_rate = 1e-3
-        c.optimizer.warmup_steps = 1
-        c.checkpoint.every = 2
-        c.checkpoint.async_save = False
-        c.log.every = 1
-        c.log.tensorboard = False
-        c.log.progress = False
     c.lock()
     return c

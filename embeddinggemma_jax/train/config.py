@@ -24,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.init_from = ""
     c.tokenizer = ""  # tokenizer.model; "" = the one of init_from
     c.train_data = ""  # shortcut: replaces the path of the single dataset in data.datasets
+    # A step the Trainer runs first, before it opens the data: "module:function", called as
+    # function(config) (it may point config at what it built); "" = none.
+    c.prepare = ""
     c.distributed = "auto"  # jax.distributed.initialize(): auto | on | off
     c.peak_flops_per_device = config_dict.placeholder(float)  # MFU; None: table by device kind
 
