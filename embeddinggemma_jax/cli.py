@@ -53,8 +53,8 @@ def message(error: BaseException) -> str | None:
     """The one-line ``where: what`` of a user mistake, or None when `error` is not one."""
     if isinstance(error, UserError):
         text = str(error)
-    elif isinstance(error, _PATH_ERRORS) and error.filename is not None:
-        text = f"{error.filename}: {error.strerror or error}"
+    elif isinstance(error, _PATH_ERRORS):
+        text = f"{error.filename}: {error.strerror}" if error.filename else str(error)
     else:
         return None
     return " ".join(text.split()) if "\n" in text else text  # one line, always

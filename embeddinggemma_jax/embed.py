@@ -246,12 +246,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         if value is not None and value < least:
             raise UserError(f"{flag} must be >= {least}, got {value}")
-    from embeddinggemma_jax.model import check_dtype
-
-    try:
-        dtype = check_dtype(args.dtype)
-    except ValueError as e:
-        raise LocatedError(str(e), where="--dtype") from e
     records = read_records(
         args.input,
         args.format,
@@ -259,6 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         title_field=args.title_field,
         id_field=args.id_field,
     )
+    from embeddinggemma_jax.model import check_dtype  # the first import of jax
+
+    try:
+        dtype = check_dtype(args.dtype)
+    except ValueError as e:
+        raise LocatedError(str(e), where="--dtype") from e
     if records.titles is not None and args.prompt_name != "document":
         raise UserError(
             f"{args.input}: records have a {args.title_field!r} field, which only applies to "
