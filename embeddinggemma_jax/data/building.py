@@ -36,13 +36,14 @@ SPLITS = ("train", "dev", "test")
 class DatasetPaths:
     """Where a built dataset lies: its JSONL splits, its dev/test retrieval tasks, its manifest.
 
-    A split a dataset does not have is None (the stdlib set has a train and a test split only).
+    A split a dataset does not have is None (the stdlib set has a train and a test split only;
+    evaluation-only builds have none).
     """
 
     root: Path
     manifest: Mapping[str, Any]
     cached: bool
-    train: Path
+    train: Path | None
     dev: Path | None
     test: Path | None
     dev_task: Path | None
@@ -57,14 +58,18 @@ class DatasetPaths:
         )  # fmt: skip
 
 
-def default_dir(name: str) -> Path:
-    """The default output directory of dataset `name`, under the package's cache directory."""
+def cache_root() -> Path:
+    """The package's cache directory ($EMBEDDINGGEMMA_JAX_CACHE or ~/.cache/embeddinggemma-jax)."""
     try:
         from embeddinggemma_jax.cache import cache_dir
-    except ImportError:  # before the package has one cache helper
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        return Path(base) / "embeddinggemma_jax" / "data" / name
-    return Path(cache_dir()) / "data" / name
+    except ImportError:  # before the package has its one cache helper
+        from embeddinggemma_jax.eval.builtin import default_cache_dir as cache_dir
+    return Path(cache_dir())
+
+
+def default_dir(name: str) -> Path:
+    """The default output directory of dataset `name`: ``<cache>/data/<name>``."""
+    return cache_root() / "data" / name
 
 
 def file_sha(path: str | os.PathLike) -> str:
@@ -185,17 +190,21 @@ def save_retrieval(
     return {"corpus": len(task.corpus), "queries": len(task.queries)}
 
 
-def cached_build(
+STANDARD_FILES = tuple(f"{s}.jsonl" for s in SPLITS) + ("dev", "test")
+
+
+def cached_dir(
     out_dir: str | os.PathLike,
     key: Mapping[str, Any],
     build: Callable[[Path], Mapping[str, Any]],
+    files: Sequence[str],
     *,
     force: bool = False,
-) -> DatasetPaths:
-    """Runs ``build(tmp_dir)`` unless `out_dir` holds a build with the same `key`.
+) -> tuple[Path, dict, bool]:
+    """Runs ``build(tmp_dir)`` unless `out_dir` holds a build with the same `key` and `files`.
 
-    `build` writes the dataset files into `tmp_dir` and returns the manifest's counts; the
-    directory replaces `out_dir` only once it is complete.
+    `build` writes `files` into `tmp_dir` and returns the manifest's counts; the directory
+    replaces `out_dir` only once it is complete. Returns (out_dir, manifest, cached).
     """
     out = Path(out_dir)
     manifest_path = out / "manifest.json"
@@ -204,9 +213,8 @@ def cached_build(
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError:
             manifest = {}
-        files = manifest.get("files", [])
-        if manifest.get("key") == dict(key) and files and all((out / f).exists() for f in files):
-            return DatasetPaths.standard(out, manifest, cached=True)
+        if manifest.get("key") == dict(key) and all((out / f).exists() for f in files):
+            return out, manifest, True
     start = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -214,10 +222,9 @@ def cached_build(
     tmp.mkdir()
     try:
         counts = dict(build(tmp))
-        files = [f"{s}.jsonl" for s in SPLITS] + ["dev", "test"]
         manifest = {
             "key": dict(key),
-            "files": files,
+            "files": list(files),
             **counts,
             "build_seconds": round(time.perf_counter() - start, 2),
         }
@@ -227,4 +234,16 @@ def cached_build(
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return DatasetPaths.standard(out, manifest, cached=False)
+    return out, manifest, False
+
+
+def cached_build(
+    out_dir: str | os.PathLike,
+    key: Mapping[str, Any],
+    build: Callable[[Path], Mapping[str, Any]],
+    *,
+    force: bool = False,
+) -> DatasetPaths:
+    """`cached_dir` for a dataset in this module's layout (`build` writes `STANDARD_FILES`)."""
+    out, manifest, cached = cached_dir(out_dir, key, build, STANDARD_FILES, force=force)
+    return DatasetPaths.standard(out, manifest, cached)
