@@ -26,6 +26,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from embeddinggemma_jax import cli
+from embeddinggemma_jax.cache import cache_dir
 from embeddinggemma_jax.data import building
 from embeddinggemma_jax.errors import LocatedError
 
@@ -35,8 +36,8 @@ def _stdlib(out_dir=None, *, max_records=None, max_eval_records=None, seed=0, fo
     from embeddinggemma_jax.data import stdlib
 
     del max_records, max_eval_records  # its size is the library's
-    # Default: where eval.builtin's stdlib-code-search task builds it, so it is built once.
-    out = building.cache_root() / "stdlib" if out_dir is None else Path(out_dir)
+    # Default: where the quickstart and eval.builtin's stdlib-code-search build it (built once).
+    out = cache_dir("stdlib") if out_dir is None else Path(out_dir)
     manifest = stdlib.build(out, seed=seed, force=force)
     return building.DatasetPaths(
         out, manifest, manifest["cached"], out / "train.jsonl", None, out / "eval.jsonl", None,

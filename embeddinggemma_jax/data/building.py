@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from embeddinggemma_jax.cache import cache_dir
+
 SPLITS = ("train", "dev", "test")
 
 
@@ -58,18 +60,9 @@ class DatasetPaths:
         )  # fmt: skip
 
 
-def cache_root() -> Path:
-    """The package's cache directory ($EMBEDDINGGEMMA_JAX_CACHE or ~/.cache/embeddinggemma-jax)."""
-    try:
-        from embeddinggemma_jax.cache import cache_dir
-    except ImportError:  # before the package has its one cache helper
-        from embeddinggemma_jax.eval.builtin import default_cache_dir as cache_dir
-    return Path(cache_dir())
-
-
 def default_dir(name: str) -> Path:
     """The default output directory of dataset `name`: ``<cache>/data/<name>``."""
-    return cache_root() / "data" / name
+    return cache_dir("data", name)
 
 
 def file_sha(path: str | os.PathLike) -> str:
