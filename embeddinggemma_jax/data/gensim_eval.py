@@ -37,7 +37,7 @@ def gensim_data_dir() -> Path:
             return path
     raise UserError(
         "gensim-eval: gensim is not installed; its test data is these tasks' source "
-        "(pip install 'embeddinggemma-jax[data]', or pip install gensim)"
+        "(pip install 'embeddinggemma-jax[eval]', or pip install gensim)"
     )
 
 
