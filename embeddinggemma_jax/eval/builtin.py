@@ -9,12 +9,15 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+from embeddinggemma_jax import readers
 from embeddinggemma_jax.cache import cache_dir
+from embeddinggemma_jax.errors import LocatedError, UserError
 from embeddinggemma_jax.eval.tasks import (
     BitextMiningTask,
     ClassificationTask,
     ClusteringTask,
     RetrievalTask,
+    STSTask,
     Task,
 )
 
@@ -168,11 +171,71 @@ def stdlib_code_search(build_dir: str | os.PathLike | None = None, **build_kwarg
     return task
 
 
+def _package_dir(package: str, task: str, extra: str = "eval") -> Path:
+    """The installed folder of a pip package a built-in task reads (without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"task {task!r} reads its text from the pip package {package!r}, which is not "
+            f"installed (pip install {package}, or the project's [{extra}] extra)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+LEE_DOCUMENTS = 50
+
+
+@lru_cache(maxsize=1)
+def lee_sts() -> STSTask:
+    """Document similarity on the Lee corpus (Lee, Pincombe & Welsh 2005): 50 news articles of
+    the Australian Broadcasting Corporation, every pair rated 1-5 by ~10 people, averaged and
+    scaled to 0-1. gensim ships the documents (`lee.cor`, one per line) and the ratings
+    (`similarities0-1.txt`, the upper triangle of a 50 x 50 matrix) in its test data; this is
+    the 1,225 pairs i < j. News text: disjoint from every training source here."""
+    folder = _package_dir("gensim", "lee-sts") / "test" / "test_data"
+    docs_path, ratings_path = folder / "lee.cor", folder / "similarities0-1.txt"
+    docs = []
+    # Not UTF-8 (one "£" in Windows-1252), so not `readers.read_lines`.
+    text = docs_path.read_bytes().decode("cp1252")
+    for number, line in enumerate(text.rstrip("\n").split("\n"), start=1):
+        where = f"{docs_path} line {number}"
+        if not line.strip():
+            raise LocatedError("empty document", where=where)
+        docs.append(line.strip())
+    if len(docs) != LEE_DOCUMENTS:
+        raise LocatedError(
+            f"expected {LEE_DOCUMENTS} documents, got {len(docs)}", where=str(docs_path)
+        )
+    ratings = []
+    for where, line in readers.read_lines(ratings_path):
+        try:
+            row = [float(x) for x in line.split()]
+        except ValueError:
+            raise LocatedError("expected tab-separated numbers", where=where) from None
+        if len(row) != LEE_DOCUMENTS or not all(0.0 <= x <= 1.0 for x in row):
+            raise LocatedError(f"expected {LEE_DOCUMENTS} ratings in 0..1", where=where)
+        ratings.append(row)
+    if len(ratings) != LEE_DOCUMENTS:
+        raise LocatedError(
+            f"expected {LEE_DOCUMENTS} rows, got {len(ratings)}", where=str(ratings_path)
+        )
+    pairs = [(i, j) for i in range(LEE_DOCUMENTS) for j in range(i + 1, LEE_DOCUMENTS)]
+    return STSTask(
+        name="lee-sts",
+        sentence1=[docs[i] for i, _ in pairs],
+        sentence2=[docs[j] for _, j in pairs],
+        scores=[ratings[i][j] for i, j in pairs],
+    )
+
+
 BUILTIN_TASKS: dict[str, Callable[[], Task]] = {
     "stdlib-code-search": stdlib_code_search,
     "stdlib-docstring-classification": stdlib_docstring_classification,
     "stdlib-docstring-clustering": stdlib_docstring_clustering,
     "humanize-bitext": humanize_bitext,
+    "lee-sts": lee_sts,
 }
 
 # The package's one cache folder helper, under the name this API always had.

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import hashlib
+import importlib.util
+import math
+import re
+
+import numpy as np
+import pytest
 from evalkit import HashingEncoder
 
+from embeddinggemma_jax.errors import UserError
 from embeddinggemma_jax.eval import builtin, tasks
 from embeddinggemma_jax.eval.registry import get_task
 
@@ -41,3 +51,39 @@ def test_builtin_stdlib_docstring_tasks():
         n_experiments=2,
     ).evaluate(HashingEncoder(), [16])[16]
     assert 0 <= got["accuracy"] <= 1
+
+
+def _tfidf_encoder(texts, prompt_name, dim):
+    """Hashed bag of words weighted by tf-idf over the texts of the call: a classic baseline that
+    agrees with human similarity ratings of news articles (Lee et al. 2005: r ~ 0.4)."""
+    words = [re.findall(r"[a-z]+", t.lower()) for t in texts]
+    df = collections.Counter(w for ws in words for w in set(ws))
+    out = np.zeros((len(texts), dim), np.float32)
+    for i, ws in enumerate(words):
+        for w, c in collections.Counter(ws).items():
+            h = int.from_bytes(hashlib.md5(w.encode()).digest()[:4], "little") % dim
+            out[i, h] += (1 + math.log(c)) * math.log(len(texts) / df[w])
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_builtin_lee_sts_on_gensims_files():
+    task = get_task("lee-sts")
+    docs = sorted(set(task.sentence1) | set(task.sentence2))
+    assert len(docs) == 50 and len(task.scores) == 50 * 49 // 2
+    assert all(0.2 <= s <= 1.0 for s in task.scores)  # ratings 1..5 scaled: 0.2..1
+    assert any("£3,000" in d for d in docs)  # the one Windows-1252 character decoded
+    got = task.evaluate(_tfidf_encoder, [2048])[2048]
+    assert got["main_score"] == got["cosine_spearman"] > 0.1 and got["cosine_pearson"] > 0.3
+    # The same documents with their ratings shifted to other pairs no longer agree: the
+    # agreement above is the ratings' pairing, not a property of the documents.
+    shifted = dataclasses.replace(task, scores=task.scores[600:] + task.scores[:600])
+    assert abs(shifted.evaluate(_tfidf_encoder, [2048])[2048]["cosine_pearson"]) < 0.1
+
+
+def test_builtin_task_names_its_missing_package(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gensim" else real(name, *a)
+    )
+    with pytest.raises(UserError, match=r"'lee-sts'.*pip package 'gensim'.*pip install gensim"):
+        builtin.lee_sts.__wrapped__()
