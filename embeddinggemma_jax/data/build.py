@@ -26,22 +26,21 @@ from pathlib import Path
 from tqdm import tqdm
 
 from embeddinggemma_jax import cli
-from embeddinggemma_jax.cache import cache_dir
 from embeddinggemma_jax.data import building
 from embeddinggemma_jax.errors import LocatedError
 
 
 def _stdlib(out_dir=None, *, max_records=None, max_eval_records=None, seed=0, force=False):
-    """The stdlib builder; its layout is its own: train.jsonl, and eval.jsonl + beir/ as test."""
+    """The stdlib builder with a dev split; its layout is its own (``eval.jsonl`` + ``beir/`` are
+    the test split), and its size is the library's (the caps are not used)."""
     from embeddinggemma_jax.data import stdlib
 
-    del max_records, max_eval_records  # its size is the library's
-    # Default: where the quickstart and eval.builtin's stdlib-code-search build it (built once).
-    out = cache_dir("stdlib") if out_dir is None else Path(out_dir)
-    manifest = stdlib.build(out, seed=seed, force=force)
+    del max_records, max_eval_records
+    out = building.default_dir("stdlib") if out_dir is None else Path(out_dir)
+    manifest = stdlib.build(out, dev_fraction=0.1, seed=seed, force=force)
     return building.DatasetPaths(
-        out, manifest, manifest["cached"], out / "train.jsonl", None, out / "eval.jsonl", None,
-        out / "beir",
+        out, manifest, manifest["cached"], out / "train.jsonl", out / "dev.jsonl",
+        out / "eval.jsonl", out / "dev", out / "beir",
     )  # fmt: skip
 
 

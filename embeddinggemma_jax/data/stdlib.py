@@ -27,6 +27,8 @@ Output directory::
     beir/qrels/test.tsv            query-id, corpus-id, score (header row; tab-separated): every
                                    eval function with the query's summary is relevant (score 1)
     manifest.json                  settings, counts, Python version; the build cache key
+    dev.jsonl, dev/                with dev_fraction > 0 (the mixture's build): a third split of
+                                   whole packages and its `eval.tasks.RetrievalTask` folder
 
 Everything is deterministic for a given Python installation and settings; a second call with the
 same settings and output directory returns the cached build.
@@ -359,11 +361,28 @@ def _write_beir(out: Path, functions: Sequence[Function]) -> tuple[int, int]:
     return len(queries), sum(len(m) for _, _, m in queries)
 
 
+def save_task(folder: Path, name: str, functions: Sequence[Function]) -> dict:
+    """The functions as an `eval.tasks.RetrievalTask` folder (queries: distinct summaries, every
+    function with the summary relevant); returns its counts."""
+    from embeddinggemma_jax.data import building
+
+    corpus = {f.id: (f.module, f.code) for f in functions}
+    queries, qrels, query_of = {}, {}, {}
+    for f in functions:
+        key = normal_summary(f.summary)
+        if key not in query_of:
+            query_of[key] = f"q:{f.id}"
+            queries[query_of[key]] = f.summary
+        qrels.setdefault(query_of[key], {})[f.id] = 1
+    return building.save_retrieval(folder, name, corpus, queries, qrels, TASK)
+
+
 def build(
     out_dir: str | os.PathLike,
     *,
     packages: Sequence[str] | None = None,
     eval_fraction: float = 0.1,
+    dev_fraction: float = 0.0,
     num_negatives: int = 3,
     seed: int = 0,
     min_body_lines: int = 3,
@@ -377,6 +396,8 @@ def build(
       out_dir: output directory (created).
       packages: restrict to these top-level packages/modules (e.g. ``["json", "csv"]``).
       eval_fraction: share of the functions held out (whole packages) for evaluation.
+      dev_fraction: when > 0, this share of the functions is held out too (whole packages, none
+        of eval's) as ``dev.jsonl`` + a ``dev/`` retrieval task, for choosing (mixture search).
       num_negatives: hard negatives per record.
       seed: fixes the split order and any random negative fill.
       min_body_lines: minimum code lines of a function body (docstring excluded).
@@ -395,6 +416,7 @@ def build(
         "root": str(root_path.resolve()),
         "packages": sorted(packages) if packages else None,
         "eval_fraction": eval_fraction,
+        "dev_fraction": dev_fraction,
         "num_negatives": num_negatives,
         "seed": seed,
         "min_body_lines": min_body_lines,
@@ -407,6 +429,8 @@ def build(
         "beir/queries.jsonl",
         "beir/qrels/test.tsv",
     ]
+    if dev_fraction > 0:
+        files += ["dev.jsonl", "dev/task.json"]
     if not force and manifest_path.is_file():
         try:
             manifest = json.loads(manifest_path.read_text())
@@ -421,8 +445,13 @@ def build(
         root_path, packages, min_body_lines=min_body_lines, progress=progress
     )
     train, evaluation = split_by_package(functions, eval_fraction, seed)
+    named = [("train", train), ("eval", evaluation)]
+    if dev_fraction > 0:
+        train, dev = split_by_package(train, dev_fraction / (1 - eval_fraction), seed + 1)
+        named = [("train", train), ("dev", dev), ("eval", evaluation)]
+        save_task(out / "dev", "stdlib-dev", dev)
     splits = {}
-    for name, split in (("train", train), ("eval", evaluation)):
+    for name, split in named:
         negatives = mine_negatives(split, num_negatives, seed)
         _write_jsonl(out / f"{name}.jsonl", records(split, negatives))
         splits[name] = {

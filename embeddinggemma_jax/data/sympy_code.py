@@ -71,17 +71,7 @@ def _write_split(tmp: Path, split: str, functions: list, num_negatives: int, see
         "subpackages": sorted({f.package for f in functions}),
     }
     if split != "train":
-        corpus = {f.id: (f.module, f.code) for f in functions}
-        queries, qrels, query_of = {}, {}, {}
-        for f in functions:
-            key = stdlib.normal_summary(f.summary)
-            if key not in query_of:
-                query_of[key] = f"q:{f.id}"
-                queries[query_of[key]] = f.summary
-            qrels.setdefault(query_of[key], {})[f.id] = 1
-        counts["task"] = building.save_retrieval(
-            tmp / split, f"{NAME}-{split}", corpus, queries, qrels, TASK
-        )
+        counts["task"] = stdlib.save_task(tmp / split, f"{NAME}-{split}", functions)
     return counts
 
 

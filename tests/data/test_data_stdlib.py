@@ -265,3 +265,18 @@ def test_trains_through_the_pipeline(built):
     )
     batch = DataPipeline(config, Tok(), process_index=0, process_count=1).batch(0)
     assert batch["negatives"]["tokens"].shape[:2] == (8, 3)
+
+
+def test_dev_split_is_a_third_set_of_whole_packages(tmp_path):
+    from embeddinggemma_jax.eval.registry import load_task
+
+    manifest = stdlib.build(tmp_path, packages=PACKAGES, eval_fraction=0.2, dev_fraction=0.2)
+    packages = {name: set(s["packages"]) for name, s in manifest["splits"].items()}
+    assert sorted(packages) == ["dev", "eval", "train"] and all(packages.values())
+    assert not (packages["dev"] & packages["train"] or packages["dev"] & packages["eval"])
+    assert not packages["train"] & packages["eval"]
+    dev = read_jsonl(tmp_path / "dev.jsonl")
+    assert {r["title"].split(".")[0] for r in dev} <= packages["dev"]
+    task = load_task(tmp_path / "dev")
+    assert {text for _, text in task.corpus.values()} == {r["positive"] for r in dev}
+    assert task.query_prompt == stdlib.TASK
