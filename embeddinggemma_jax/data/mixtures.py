@@ -117,7 +117,7 @@ class Mixture:
 
 # The paper's three task groups and the builders (`embeddinggemma_jax.data.build`) in each.
 TASK_GROUPS: dict[str, tuple[str, ...]] = {
-    "task": ("definitions",),
+    "task": ("definitions", "perlfaq"),  # perlfaq: optional (Debian perl-doc)
     "language": ("catalogs",),
     "code": ("stdlib", "sympy"),
 }
