@@ -117,10 +117,13 @@ class Mixture:
 
 # The paper's three task groups and the builders (`embeddinggemma_jax.data.build`) in each.
 TASK_GROUPS: dict[str, tuple[str, ...]] = {
-    "task": ("definitions", "perlfaq"),  # perlfaq: optional (Debian perl-doc)
+    "task": ("definitions", "perlfaq"),
     "language": ("catalogs",),
     "code": ("stdlib", "sympy"),
 }
+# Datasets whose source is not a pip wheel (perlfaq: the Debian package perl-doc): built only
+# when asked for, never in a default mixture.
+OPTIONAL_DATASETS = frozenset({"perlfaq"})
 # The smallest positive weight a sampled mixture keeps (`Mixture` needs every weight > 0).
 MIN_WEIGHT = 1e-6
 
