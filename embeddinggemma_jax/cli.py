@@ -240,6 +240,10 @@ def run_absl(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None
             return flags.FLAGS(args)
         except flags.Error as e:
             raise _absl_flag_error(e) from e
+        except SystemExit as e:  # absl's --help exits 1; asking for help is no error
+            if e.code == 1 and set(args[1:]) & {"--help", "-h", "-?", "--helpshort", "--helpfull"}:
+                raise SystemExit(0) from None
+            raise
 
     def usage_error(args: list[str]):
         try:
