@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from typing import IO, Any
@@ -109,9 +110,36 @@ def decode_json(line: bytes | str, where: str, *, objects: bool = True) -> Any:
         raise LocatedError("invalid JSON (nested too deeply)", where=where) from e
     except ValueError as e:  # e.g. an integer longer than Python's digit limit
         raise LocatedError(f"invalid JSON ({e})", where=where) from e
+    if _SURROGATE_ESCAPE.search(text):
+        _check_unicode(value, where)
     if objects and not isinstance(value, dict):
         raise LocatedError(f"expected a JSON object, got {json_type(value)}", where=where)
     return value
+
+
+# JSON may spell half of a UTF-16 surrogate pair alone ("\ud800"): Python decodes it to a str no
+# encoder (the tokenizer's included) accepts. Only lines with such an escape are walked.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _check_unicode(value: Any, where: str) -> None:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                char = f"\\u{ord(v[e.start]):04x}"
+                raise LocatedError(
+                    f"invalid JSON ({char} is half of a surrogate pair, not a character)",
+                    where=where,
+                ) from None
 
 
 def _byte_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:

@@ -101,7 +101,8 @@ def train_bpe(
 
 
 def check_texts(texts: Sequence[str], what: str = "texts") -> None:
-    """TypeError unless texts is a sequence of str (a single str is refused, not iterated)."""
+    """TypeError unless texts is a sequence of str (a single str is refused, not iterated);
+    ValueError for a str holding a lone surrogate (not Unicode text)."""
     if isinstance(texts, (str, bytes)):
         raise TypeError(
             f"{what} must be a sequence of strings, got a single {type(texts).__name__}; "
@@ -110,6 +111,13 @@ def check_texts(texts: Sequence[str], what: str = "texts") -> None:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"{what}[{i}] must be str, got {type(t).__name__}: {t!r:.80}")
+        if not t.isascii():  # a lone surrogate ("\ud800") is a str SentencePiece cannot take
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(
+                    f"{what}[{i}] is not valid Unicode: a lone surrogate at character {e.start}"
+                ) from None
 
 
 class Tokenizer:
