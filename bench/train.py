@@ -129,7 +129,7 @@ def build_step(cfg, grad_cache: int | None):
     """(jitted train step, fresh state) for `cfg`; GradCache with `grad_cache` rows per chunk."""
     import jax
 
-    from embeddinggemma_jax import parallel
+    from embeddinggemma_jax import losses, parallel
     from embeddinggemma_jax.model import EmbeddingGemma, init_params, param_logical_axes
     from embeddinggemma_jax.model import param_shapes as shapes_of
     from embeddinggemma_jax.train import gradcache
@@ -138,7 +138,7 @@ def build_step(cfg, grad_cache: int | None):
     from embeddinggemma_jax.train.step import TrainTask, make_train_step
 
     model = EmbeddingGemma(cfg)
-    loss_fn = gradcache.embeddinggemma_loss_fn(matryoshka_dims=cfg.matryoshka_dims)
+    loss_fn = losses.embeddinggemma_loss_fn(matryoshka_dims=cfg.matryoshka_dims)
 
     def embed(p, x):
         return model.apply({"params": p}, x["tokens"], x["mask"])

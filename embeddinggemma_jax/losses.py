@@ -386,3 +386,38 @@ def embeddinggemma_loss(
         _retrieval_metrics({k: v for k, v in parts.items() if k.startswith(("s_", "tn"))})
     )
     return loss, metrics
+
+
+def embeddinggemma_loss_fn(
+    **loss_kwargs: Any,
+) -> Callable[[dict[str, Array], Any], tuple[Array, dict[str, Array]]]:
+    """`embeddinggemma_loss` as the ``loss_fn(embeddings, extra) -> (loss, metrics)`` that
+    `train.gradcache`'s value-and-grad functions take.
+
+    Roles: ``"query"``, ``"positive"`` and optional ``"negative"`` ([B, M] rows). ``extra`` (all
+    optional): ``{"q_ids": [B] int, "p_ids": [B] int, "teacher": {"query": [B, E_t],
+    "positive": [B, E_t], "negative": [B, M, E_t]}}`` — teacher embeddings precomputed in the data
+    or produced in the step by ``embed_batch`` of a frozen teacher. ``loss_kwargs`` are
+    ``embeddinggemma_loss``'s weights (``temperature``, ``spread_out_weight``, ...; the trainer
+    passes ``**config.loss``).
+    """
+
+    def loss_fn(embs: dict[str, Array], extra: Any = None):
+        extra = {} if extra is None else extra
+        unknown = set(embs) - {"query", "positive", "negative"}
+        if unknown:
+            raise ValueError(f"embeddinggemma_loss_fn: unknown roles {sorted(unknown)}")
+        teacher = extra.get("teacher") or {}
+        return embeddinggemma_loss(
+            embs["query"],
+            embs["positive"],
+            embs.get("negative"),
+            q_ids=extra.get("q_ids"),
+            p_ids=extra.get("p_ids"),
+            teacher_q=teacher.get("query"),
+            teacher_p=teacher.get("positive"),
+            teacher_n=teacher.get("negative"),
+            **loss_kwargs,
+        )
+
+    return loss_fn

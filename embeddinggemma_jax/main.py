@@ -3,7 +3,8 @@
     python -m embeddinggemma_jax.main --config=configs/quickstart.py --workdir=runs/quickstart \
         [--config.key=value ...]
 
-Resumes from the workdir's latest checkpoint when there is one. Exits with status 143 after
+Runs the config's ``prepare`` step (if any; e.g. the quickstart builds its dataset and tokenizer),
+then trains; resumes from the workdir's latest checkpoint when there is one. Exits with status 143 after
 saving when stopped by SIGTERM (preemption), so schedulers restart it.
 """
 
@@ -39,16 +40,11 @@ def main(argv) -> None:
 
     absl_logging.set_verbosity(absl_logging.INFO)
     absl_logging.get_absl_handler().addFilter(_QuietOrbax())
-    config = _CONFIG.value
-    if "stdlib" in config:  # the quickstart's data and tokenizer
-        from embeddinggemma_jax import quickstart
-
-        with config.unlocked():
-            info = quickstart.prepare(config)
-        absl_logging.info("quickstart data: %s", info)
     from embeddinggemma_jax.train.trainer import Trainer
 
-    trainer = Trainer(config, _WORKDIR.value)
+    trainer = Trainer(_CONFIG.value, _WORKDIR.value)  # runs the config's prepare step first
+    if trainer.prepared is not None:
+        absl_logging.info("prepared: %s", trainer.prepared)
     summary = trainer.fit()
     trainer.close()
     if summary["preempted"]:

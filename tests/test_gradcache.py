@@ -7,11 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embeddinggemma_jax.losses import embeddinggemma_loss
+from embeddinggemma_jax.losses import embeddinggemma_loss, embeddinggemma_loss_fn
 from embeddinggemma_jax.model import GLOBAL, LOCAL, EmbeddingGemma, ModelConfig, init_params
 from embeddinggemma_jax.train.gradcache import (
     embed_batch,
-    embeddinggemma_loss_fn,
     full_batch_value_and_grad,
     gradcache_value_and_grad,
 )

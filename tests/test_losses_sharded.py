@@ -102,7 +102,8 @@ def _loss_check(mesh, data_sharding):
 def _gradcache_check(mesh, data_sharding, chunk_size):
     import flax.linen as nn
 
-    from embeddinggemma_jax.train.gradcache import embeddinggemma_loss_fn, gradcache_value_and_grad
+    from embeddinggemma_jax.losses import embeddinggemma_loss_fn
+    from embeddinggemma_jax.train.gradcache import gradcache_value_and_grad
 
     class Encoder(nn.Module):
         @nn.compact

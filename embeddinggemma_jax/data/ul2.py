@@ -560,6 +560,92 @@ def pack_batch(
     return batch, consumed
 
 
+class UL2Batcher:
+    """Batches of corrupted examples, checkpointable: ``get_state()`` / ``set_state()`` hold the
+    index of the first sequence not yet in an emitted batch.
+
+    stream_from(index): an iterator of ``(sequence index, token ids)`` from `index` on (indices
+      increasing); corruption is deterministic per (config.seed, index), so a resumed batcher
+      re-reads the examples that were waiting and emits exactly what an uninterrupted one would.
+    batch_size rows at the config's lengths, padded (`pad_batch`) or packed (`pack_batch`: a
+    batch is emitted once the waiting examples hold more tokens than it can, on either side;
+    examples that did not fit wait for the next). At the end of a finite stream the last, partly
+    filled batches come too (same shapes) unless `drop_remainder`.
+    """
+
+    def __init__(
+        self,
+        stream_from,
+        config: UL2Config,
+        batch_size: int,
+        *,
+        pack: bool = False,
+        pad_id: int = 0,
+        drop_remainder: bool = True,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.stream_from, self.config = stream_from, config
+        self.batch_size, self.pack, self.pad_id = batch_size, pack, pad_id
+        self.drop_remainder = drop_remainder
+        self.set_state({"index": 0})
+
+    def get_state(self) -> dict[str, int]:
+        return {"index": int(self._next)}
+
+    def set_state(self, state) -> None:
+        self._next = int(state["index"])
+        self._stream = iter(self.stream_from(self._next))
+        self._pending: list[tuple[int, UL2Example]] = []  # read, not yet emitted
+        self._ended = False
+
+    def __iter__(self):
+        return self
+
+    def _read(self) -> bool:
+        try:
+            i, ids = next(self._stream)
+        except StopIteration:
+            self._ended = True
+            return False
+        self._pending.append((i, corrupt(ids, i, self.config)))
+        return True
+
+    def _full(self) -> bool:
+        enc, dec, rows = (
+            self.config.encoder_max_length,
+            self.config.decoder_max_length,
+            self.batch_size,
+        )
+        if not self.pack:
+            return len(self._pending) >= rows
+        waiting = [e for _, e in self._pending]
+        return (
+            sum(e.encoder_input_ids.size for e in waiting) > rows * enc
+            or sum(e.decoder_target_ids.size for e in waiting) > rows * dec
+        )
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        while not self._ended and not self._full():
+            self._read()
+        if not self._pending or (self._ended and self.drop_remainder and not self._full()):
+            raise StopIteration
+        enc, dec, rows = (
+            self.config.encoder_max_length,
+            self.config.decoder_max_length,
+            self.batch_size,
+        )
+        examples = [e for _, e in self._pending]
+        if self.pack:
+            batch, n = pack_batch(examples, rows, enc, dec, self.pad_id)
+        else:
+            n = min(len(examples), rows)
+            batch = pad_batch(examples[:n], enc, dec, self.pad_id, num_rows=rows)
+        self._next = self._pending[n][0] if n < len(self._pending) else self._pending[-1][0] + 1
+        self._pending = self._pending[n:]
+        return batch
+
+
 def ul2_batches(
     sequences: Iterable[Sequence[int] | np.ndarray],
     config: UL2Config,
@@ -571,31 +657,12 @@ def ul2_batches(
     drop_remainder: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Corrupts `sequences` (example i gets index `first_index + i`) and yields batches of
-    `batch_size` rows at the config's encoder/decoder lengths, padded or packed (see `pad_batch`,
-    `pack_batch`). A packed batch is emitted once the waiting examples hold more tokens than a batch
-    can, on either side; examples that did not fit wait for the next batch. With
-    drop_remainder=False the last, partly filled batches are yielded too (same shapes)."""
+    `batch_size` rows at the config's encoder/decoder lengths, padded or packed: `UL2Batcher`
+    over a one-pass iterable (see there)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    enc_len, dec_len = config.encoder_max_length, config.decoder_max_length
-    pending: list[UL2Example] = []
-    for i, seq in enumerate(sequences):
-        pending.append(corrupt(seq, first_index + i, config))
-        if pack:
-            enc_total = sum(ex.encoder_input_ids.size for ex in pending)
-            dec_total = sum(ex.decoder_target_ids.size for ex in pending)
-            if enc_total > batch_size * enc_len or dec_total > batch_size * dec_len:
-                batch, n = pack_batch(pending, batch_size, enc_len, dec_len, pad_id)
-                pending = pending[n:]
-                yield batch
-        elif len(pending) == batch_size:
-            yield pad_batch(pending, enc_len, dec_len, pad_id)
-            pending = []
-    while pending and not drop_remainder:
-        if pack:
-            batch, n = pack_batch(pending, batch_size, enc_len, dec_len, pad_id)
-        else:
-            n = min(len(pending), batch_size)
-            batch = pad_batch(pending[:n], enc_len, dec_len, pad_id, num_rows=batch_size)
-        pending = pending[n:]
-        yield batch
+    stream = enumerate(sequences, first_index)
+    return UL2Batcher(
+        lambda start: stream, config, batch_size, pack=pack, pad_id=pad_id,
+        drop_remainder=drop_remainder,
+    )  # fmt: skip

@@ -244,13 +244,6 @@ def _hf_state(tensors: list[GGUFTensor], buf: np.ndarray) -> dict[str, np.ndarra
     return state
 
 
-def hf_state_from_gguf(path: str | Path) -> dict[str, np.ndarray]:
-    """Dequantised float32 tensors under Hugging Face Gemma3TextModel names, norms back to
-    Gemma's w."""
-    _, tensors, buf = _parse(path)
-    return _hf_state(tensors, buf)
-
-
 def _short_float(x: Any) -> float:
     """GGUF stores float32: 1e-6 reads back as 9.99999997e-07; take the shortest decimal that
     rounds to the same float32 (what the converter was given)."""

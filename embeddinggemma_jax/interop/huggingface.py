@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors import safe_open
@@ -147,6 +148,15 @@ def load_gemma3(folder: str | Path, **config_overrides) -> tuple[ModelConfig, di
     return config, transformer_params_from_hf(read_safetensors(folder), config)
 
 
+def load_gemma3_text(folder: str | Path, **config_overrides) -> tuple[ModelConfig, dict]:
+    """`load_gemma3` for any Gemma 3 text config (`gemma3_text_config`: also the text part of a
+    Gemma3ForConditionalGeneration folder, missing keys at transformers' defaults)."""
+    config = ModelConfig.from_hf_config(
+        gemma3_text_config(load_hf_config(folder)), **config_overrides
+    )
+    return config, transformer_params_from_hf(read_safetensors(folder), config)
+
+
 def save_gemma3(folder: str | Path, params: Mapping, config: ModelConfig) -> None:
     """Writes config.json and model.safetensors of a transformers Gemma3TextModel."""
     folder = Path(folder)
@@ -157,3 +167,61 @@ def save_gemma3(folder: str | Path, params: Mapping, config: ModelConfig) -> Non
         str(folder / "model.safetensors"),
         {"format": "pt"},
     )
+
+
+# -- decoder-only Gemma 3 (the UL2 stage's starting point) ------------------------------------
+# transformers' Gemma3TextConfig defaults: released Gemma3ForConditionalGeneration config.json
+# files omit every text_config key that equals them (e.g. num_attention_heads, head_dim).
+GEMMA3_TEXT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 262_208,
+    "hidden_size": 2304,
+    "intermediate_size": 9216,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "query_pre_attn_scalar": 256,
+    "sliding_window": 4096,
+    "sliding_window_pattern": 6,
+    "max_position_embeddings": 131_072,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1_000_000.0,
+    "rope_local_base_freq": 10_000.0,
+    "final_logit_softcapping": None,
+    "attn_logit_softcapping": None,
+    "pad_token_id": 0,
+}
+
+
+def gemma3_text_config(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """The Gemma 3 text config of a config.json (Gemma3ForCausalLM / Gemma3TextModel, or the
+    text_config of Gemma3ForConditionalGeneration), missing keys filled with transformers'
+    defaults."""
+    hf = dict(hf)
+    if "text_config" in hf:
+        hf = {**(hf["text_config"] or {}), "model_type": "gemma3_text"}
+    if hf.get("model_type") not in ("gemma3_text", "gemma3", None):
+        raise ValueError(f"not a Gemma 3 config: model_type={hf.get('model_type')!r}")
+    out = {**GEMMA3_TEXT_DEFAULTS, **hf, "model_type": "gemma3_text"}
+    if "rope_parameters" in hf:  # the new rope format: the old keys' defaults must not mix in
+        for key in ("rope_theta", "rope_local_base_freq"):
+            if key not in hf:
+                del out[key]
+    return out
+
+
+def load_decoder_only(path: str | Path, **config_overrides) -> tuple[ModelConfig, dict]:
+    """A decoder-only Gemma 3 -> (causal ModelConfig, `Transformer` params, float32 numpy).
+
+    `path`: a Hugging Face folder (Gemma3ForCausalLM, or Gemma3ForConditionalGeneration whose
+    text part is taken) or a `.gguf` file (dequantised; needs the optional `gguf` package).
+    """
+    path = Path(path)
+    overrides = {"bidirectional": False, **config_overrides}
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        from embeddinggemma_jax.interop.gguf import load_gguf
+
+        return load_gguf(path, **overrides)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is neither a Hugging Face folder nor a .gguf file")
+    return load_gemma3_text(path, **overrides)

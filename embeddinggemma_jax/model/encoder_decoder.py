@@ -46,6 +46,8 @@ from embeddinggemma_jax.model.rope import apply_rope
 from embeddinggemma_jax.model.transformer import MLP, REMAT_POLICIES, rope_base
 
 CROSS_ATTENTION_KEYS = ("pre_cross_attention_norm", "cross_attn", "post_cross_attention_norm")
+# The same parameters as a path regex (`train.optimizer` rules): decoder/.../<key>/...
+CROSS_ATTENTION_PATTERN = "decoder/(.*/)?(" + "|".join(CROSS_ATTENTION_KEYS) + ")(/.*)?"
 _CROSS_FROM_SELF = {
     "cross_attn": "attn",
     "pre_cross_attention_norm": "pre_attention_norm",

@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from embeddinggemma_jax import checkpoint
+from embeddinggemma_jax.losses import embeddinggemma_loss_fn
 from embeddinggemma_jax.model import (
     EmbeddingGemma,
     ModelConfig,
@@ -39,7 +40,6 @@ from embeddinggemma_jax.model.config import EXECUTION_FIELDS, layer_pattern
 from embeddinggemma_jax.train import perf
 from embeddinggemma_jax.train.gradcache import (
     embed_batch,
-    embeddinggemma_loss_fn,
     full_batch_value_and_grad,
     gradcache_value_and_grad,
 )
@@ -158,6 +158,7 @@ class ContrastiveTask(TrainTask):
     """EmbeddingGemma contrastive training (see the module docstring)."""
 
     name = "contrastive"
+    shown_metrics = ("loss", "contrastive", "spread_out", "distill", "top1_accuracy", "grad_norm")
 
     def __init__(self, config: Any, *, batch_shards: int = 1):
         from embeddinggemma_jax.data import DataConfig
@@ -172,7 +173,7 @@ class ContrastiveTask(TrainTask):
         self._init_kind = "random"
         default_tokenizer = None
         stored_prompts = None
-        if init_from and checkpoint.is_checkpoint(init_from):
+        if init_from and checkpoint.is_run_path(init_from):
             _check_no_shape_overrides(model_cfg, init_from)
             step_dir, info = checkpoint.load_model_info(init_from)
             if "model_config" not in info:
@@ -219,6 +220,7 @@ class ContrastiveTask(TrainTask):
         self.data_config = DataConfig.from_mapping(data_mapping(config))
         self.prompts = dict(self.data_config.prompts or stored_prompts or DEFAULT_PROMPTS)
         self.global_batch_size = self.data_config.global_batch_size
+        self.compute_dtype = self.model_config.dtype
         loss = {k: v for k, v in _as_dict(config.get("loss")).items() if v is not None}
         loss.setdefault("matryoshka_dims", self.model_config.matryoshka_dims)
         loss["matryoshka_dims"] = tuple(loss["matryoshka_dims"])

@@ -25,7 +25,8 @@ i.e. [B] or [B, M]) are the rows to embed. ``embed_fn(params, inputs)`` gets ``i
 same dict with one row axis (``{"tokens": [b, T], "mask": [b, T]}``) and returns [b, E]. The
 embeddings handed to ``loss_fn`` have the role's leading axes back ([B, E] or [B, M, E]).
 ``loss_fn(embeddings, extra) -> (loss, metrics)`` receives everything that carries no gradient in
-``extra`` (ids, precomputed or frozen-teacher embeddings, ...).
+``extra`` (ids, precomputed or frozen-teacher embeddings, ...); EmbeddingGemma's objective in that
+form is `losses.embeddinggemma_loss_fn`.
 
 Both ``gradcache_value_and_grad`` and ``full_batch_value_and_grad`` return
 ``f(params, batch, extra=None) -> ((loss, metrics), grads)`` so a jitted train step can switch
@@ -40,8 +41,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
-from embeddinggemma_jax.losses import embeddinggemma_loss
 
 Array = jax.Array
 Inputs = dict[str, Array]
@@ -246,35 +245,3 @@ def gradcache_value_and_grad(
         return (loss, metrics), grads
 
     return f
-
-
-def embeddinggemma_loss_fn(**loss_kwargs: Any) -> LossFn:
-    """``loss_fn`` for the functions above computing ``losses.embeddinggemma_loss``.
-
-    Roles: ``"query"``, ``"positive"`` and optional ``"negative"`` ([B, M] rows). ``extra`` (all
-    optional): ``{"q_ids": [B] int, "p_ids": [B] int, "teacher": {"query": [B, E_t],
-    "positive": [B, E_t], "negative": [B, M, E_t]}}`` — teacher embeddings precomputed in the data
-    or produced in the step by ``embed_batch`` of a frozen teacher. ``loss_kwargs`` are
-    ``embeddinggemma_loss``'s weights (``temperature``, ``spread_out_weight``, ...; the trainer
-    passes ``**config.loss``).
-    """
-
-    def loss_fn(embs: dict[str, Array], extra: Any = None):
-        extra = {} if extra is None else extra
-        unknown = set(embs) - {QUERY, POSITIVE, NEGATIVE}
-        if unknown:
-            raise ValueError(f"embeddinggemma_loss_fn: unknown roles {sorted(unknown)}")
-        teacher = extra.get("teacher") or {}
-        return embeddinggemma_loss(
-            embs[QUERY],
-            embs[POSITIVE],
-            embs.get(NEGATIVE),
-            q_ids=extra.get("q_ids"),
-            p_ids=extra.get("p_ids"),
-            teacher_q=teacher.get(QUERY),
-            teacher_p=teacher.get(POSITIVE),
-            teacher_n=teacher.get(NEGATIVE),
-            **loss_kwargs,
-        )
-
-    return loss_fn

@@ -11,6 +11,14 @@ Config (``config.optimizer``)::
     clip_norm: global-norm clipping of the (accumulated) gradient; 0 or None: off
     grad_accum_steps: k > 1 accumulates k micro-batches (one per train step) per update
     no_decay: parameter names never decayed (norm scales are named "scale"; biases "bias")
+    trainable: freezing and warm-ups, a list of ``(regex, from_update, until_update)``: a
+        parameter whose "/"-joined path (``decoder/layer_0/cross_attn/q``) fully matches a rule's
+        regex (the first rule that matches) changes only for ``from <= update < until`` (None: no
+        bound; ``until <= from``: never). Outside its window its gradient is zeroed before
+        clipping and its update after AdamW (no Adam step, no weight decay): it stays
+        bit-identical. Parameters no rule matches always train; a rule matching nothing is an
+        error. E.g. train only cross-attention for the first 1000 updates:
+        ``[("decoder/.*cross_attn.*", 0, None), (".*", 1000, None)]``.
 
 The trainer counts micro-steps; with ``grad_accum_steps = k`` the schedule runs over
 ``ceil(num_steps / k)`` updates.
@@ -19,12 +27,15 @@ The trainer counts micro-steps; with ``grad_accum_steps = k`` the schedule runs 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from embeddinggemma_jax.errors import LocatedError
 
 DECAYS = ("cosine", "linear", "constant")
 DEFAULTS = dict(
@@ -39,6 +50,7 @@ DEFAULTS = dict(
     clip_norm=1.0,
     grad_accum_steps=1,
     no_decay=("scale", "bias"),
+    trainable=(),
 )
 
 
@@ -103,13 +115,107 @@ def decay_mask(params: Any, no_decay: Sequence[str] = ("scale", "bias")) -> Any:
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
+Rule = tuple[str, int | None, int | None]  # (path regex, trainable from update, until update)
+
+
+def param_path(path) -> str:
+    """``"decoder/layer_0/cross_attn/q"`` for a pytree key path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def check_rules(rules: Sequence[Sequence[Any]], where: str = "config.optimizer.trainable"):
+    """The rules as (compiled regex, from, until) triples; LocatedError naming the bad entry."""
+    out = []
+    for i, rule in enumerate(rules):
+        if len(rule) != 3:
+            raise LocatedError(f"want (regex, from, until), got {rule!r}", where=f"{where}[{i}]")
+        regex, lo, hi = rule
+        try:
+            compiled = re.compile(str(regex))
+        except re.error as e:
+            raise LocatedError(f"bad regex {regex!r} ({e})", where=f"{where}[{i}]") from e
+        for bound in (lo, hi):
+            if bound is not None and (not isinstance(bound, int) or bound < 0):
+                raise LocatedError(
+                    f"steps must be None or ints >= 0, got {rule!r}", where=f"{where}[{i}]"
+                )
+        out.append((compiled, lo, hi))
+    return out
+
+
+def trainable_labels(tree: Any, rules: Sequence[Rule], where: str = "config.optimizer.trainable"):
+    """Pytree like `tree` of labels: ``"rule_<i>"`` of the first rule whose regex fully matches
+    the leaf's path, else ``"always"``. LocatedError for a rule that matches no parameter."""
+    compiled = check_rules(rules, where)
+    used = set()
+
+    def label(path, _):
+        name = param_path(path)
+        for i, (regex, _, _) in enumerate(compiled):
+            if regex.fullmatch(name):
+                used.add(i)
+                return f"rule_{i}"
+        return "always"
+
+    labels = jax.tree_util.tree_map_with_path(label, tree)
+    unused = [i for i in range(len(compiled)) if i not in used]
+    if unused and jax.tree.leaves(tree):
+        i = unused[0]
+        raise LocatedError(f"{rules[i][0]!r} matches no parameter", where=f"{where}[{i}]")
+    return labels
+
+
+def _window(lo: int | None, hi: int | None) -> optax.GradientTransformation:
+    """Passes updates through while ``lo <= count < hi`` (its own count of calls), else zeros."""
+    if lo is not None and hi is not None and hi <= lo:
+        return optax.set_to_zero()
+
+    def init(params):
+        del params
+        return jnp.zeros([], jnp.int32)
+
+    def update(updates, count, params=None):
+        del params
+        on = jnp.bool_(True)
+        if lo is not None:
+            on = on & (count >= lo)
+        if hi is not None:
+            on = on & (count < hi)
+        updates = jax.tree.map(lambda u: jnp.where(on, u, jnp.zeros_like(u)), updates)
+        return updates, optax.safe_int32_increment(count)
+
+    return optax.GradientTransformation(init, update)
+
+
+def with_trainable_windows(
+    tx: optax.GradientTransformation,
+    rules: Sequence[Rule],
+    *,
+    where: str = "config.optimizer.trainable",
+) -> optax.GradientTransformation:
+    """`tx` with the `rules`' freezing (see the module docstring): gradients outside a
+    parameter's window are zeroed before `tx` (its moments and any clipping never see them),
+    updates after it (weight decay does not move a frozen weight either)."""
+    if not rules:
+        return tx
+    check_rules(rules, where)
+
+    def gate():
+        transforms = {f"rule_{i}": _window(lo, hi) for i, (_, lo, hi) in enumerate(rules)}
+        transforms["always"] = optax.identity()
+        return optax.multi_transform(transforms, lambda tree: trainable_labels(tree, rules, where))
+
+    return optax.chain(gate(), tx, gate())
+
+
 def make_optimizer(
-    cfg: Mapping[str, Any] | None, num_steps: int
+    cfg: Mapping[str, Any] | None, num_steps: int, trainable: Sequence[Rule] = ()
 ) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
     """(optax transformation, learning rate as a function of the *train step*).
 
     The transformation takes float32 gradients shaped like the params; with gradient
     accumulation it is an ``optax.MultiSteps`` that applies an update every k-th call.
+    `trainable`: rules (as ``optimizer.trainable``) a task adds after the configured ones.
     """
     s = _settings(cfg)
     k = int(s["grad_accum_steps"])
@@ -128,7 +234,8 @@ def make_optimizer(
             mask=lambda p: decay_mask(p, no_decay),
         )
     )
-    tx = optax.chain(*parts)
+    rules = [tuple(r) for r in s["trainable"]] + [tuple(r) for r in trainable]
+    tx = with_trainable_windows(optax.chain(*parts), rules)
     if k > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=k)
 

@@ -1,10 +1,14 @@
 """The task interface the trainer is generic over, and the jitted, sharded train step.
 
-A `TrainTask` supplies the model (parameter shapes, logical axes, initial parameters), the data
-(a checkpointable iterator of host batches and how a host batch becomes device arrays), and the
-objective (``value_and_grad``). The trainer supplies everything else: mesh, shardings, optimizer,
-checkpoints, logging, evaluation scheduling. The contrastive stages implement it in
-`train.contrastive`; the UL2 encoder-decoder stage and QAT plug in the same way.
+A `TrainTask` supplies the model (parameter shapes, logical axes, initial parameters, compute
+dtype), the data (global batch size, a checkpointable iterator of host batches and how a host batch
+becomes device arrays), the objective (``value_and_grad``), which metrics the progress line shows,
+optimizer freezing rules it needs, its evaluation, and what is saved beside the checkpoints
+(tokenizer, export info). The trainer supplies everything else: mesh, shardings, optimizer,
+checkpoints, logging, evaluation scheduling. Preparing data before a task exists (e.g. building a
+dataset and a tokenizer) is the config's ``prepare`` step, which the trainer runs first.
+
+Tasks are found by name in `TASKS` (``config.task``); adding one is one entry there.
 
 The train step::
 
@@ -19,7 +23,8 @@ and the logical-axis rules, so the model's activation constraints apply.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Mapping
+import importlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -42,10 +47,43 @@ class CheckpointableIterator(Iterator[dict[str, Any]]):
     def set_state(self, state: Mapping[str, Any]) -> None: ...
 
 
+# config.task -> "module:class" of its TrainTask, imported only when used.
+TASKS: dict[str, str] = {
+    "contrastive": "embeddinggemma_jax.train.contrastive:ContrastiveTask",
+    "ul2": "embeddinggemma_jax.train.ul2:UL2Task",
+}
+
+
+def task_class(name: str) -> type[TrainTask]:
+    """The `TrainTask` class registered as `name` in `TASKS`; LocatedError (config.task) if none."""
+    from embeddinggemma_jax.errors import LocatedError, did_you_mean
+
+    if name not in TASKS:
+        raise LocatedError(
+            f"unknown task {name!r} (known: {', '.join(sorted(TASKS))}){did_you_mean(name, TASKS)}",
+            where="config.task",
+        )
+    module, _, cls = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 class TrainTask(abc.ABC):
-    """A training task: model, data and objective, plugged into the generic `Trainer`."""
+    """A training task: model, data and objective, plugged into the generic `Trainer`.
+
+    Constructed as ``Task(config, batch_shards=n)`` (n: the mesh's batch shards). Besides the
+    methods below, the trainer reads these attributes:
+
+      name: the task's name (logs, export info).
+      global_batch_size: rows of one global batch (None: not checked against the mesh).
+      compute_dtype: the model's compute dtype ("float32", "bfloat16"; the MFU peak's column).
+      shown_metrics: metrics the stdout log line shows, in order (everything is logged to
+        TensorBoard and metrics.jsonl; the step adds "loss", "grad_norm", "learning_rate").
+    """
 
     name: str = "task"
+    global_batch_size: int | None = None
+    compute_dtype: str = "float32"
+    shown_metrics: tuple[str, ...] = ("loss", "grad_norm")
 
     # -- model --------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -59,6 +97,11 @@ class TrainTask(abc.ABC):
     @abc.abstractmethod
     def initial_params(self, rng: jax.Array, shardings: Any) -> Any:
         """Parameters to start from (random, or loaded weights), placed with `shardings`."""
+
+    def trainable(self) -> Sequence[tuple[str, int | None, int | None]]:
+        """Freezing / warm-up rules the task adds after ``config.optimizer.trainable`` (same form:
+        ``(path regex, from update, until update)``; see `train.optimizer`)."""
+        return ()
 
     def frozen_params(self) -> tuple[Any, Any]:
         """(params, logical axes) of frozen models the step needs (e.g. a teacher), or (None, None)."""

@@ -3,12 +3,18 @@
     trainer = Trainer(config, workdir)          # task from config.task (default "contrastive")
     summary = trainer.fit()                     # resumes from workdir's latest checkpoint
 
-Order of work in the constructor: mesh, task (model config, tokenizer), the data pipeline (opened
-and validated, so bad data fails here), shardings, optimizer, jitted step. `fit` then restores
+Order of work in the constructor: the config's ``prepare`` step (``"module:function"``, e.g. the
+quickstart's dataset and tokenizer build; its return value is ``trainer.prepared``), mesh, task
+(by name from `step.TASKS`: model config, tokenizer), the data pipeline (opened and validated, so
+bad data fails here), shardings, optimizer (``config.optimizer`` plus the task's freezing rules),
+jitted step. `fit` then restores
 the latest checkpoint (params, optimizer state, step, data-iterator state) or initialises, and
 trains to ``config.num_steps``:
 
-- logs every ``config.log.every`` steps (metrics averaged over the window) to stdout,
+- shows a progress bar of *completed* steps (at most one more step is dispatched ahead, so its
+  rate and ETA are the device's);
+- logs every ``config.log.every`` steps (metrics averaged over the window; the task's
+  ``shown_metrics`` on stdout) to stdout,
   TensorBoard (``<workdir>/tensorboard``) and ``<workdir>/metrics.jsonl``, with tokens/s and an
   MFU estimate (`train.perf`; "n/a" on CPU unless ``config.peak_flops_per_device`` is set);
 - evaluates every ``config.eval.every`` steps (and at the start / end when asked) and saves a
@@ -21,6 +27,7 @@ trains to ``config.num_steps``:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -45,10 +52,7 @@ from embeddinggemma_jax.train.state import (
     create_state,
     state_shardings,
 )
-from embeddinggemma_jax.train.step import TrainTask, make_train_step
-
-# What the stdout line shows (everything goes to TensorBoard and the JSONL file).
-_SHOWN = ("loss", "contrastive", "spread_out", "distill", "top1_accuracy", "grad_norm")
+from embeddinggemma_jax.train.step import TrainTask, make_train_step, task_class
 
 
 def _cfg(config: Any, path: str, default: Any = None) -> Any:
@@ -61,18 +65,19 @@ def _cfg(config: Any, path: str, default: Any = None) -> Any:
 
 
 def make_task(config: Any, mesh) -> TrainTask:
-    """The task named by ``config.task``."""
-    name = _cfg(config, "task", "contrastive")
-    shards = parallel.batch_shards(mesh)
-    if name == "contrastive":
-        from embeddinggemma_jax.train.contrastive import ContrastiveTask
+    """The task named by ``config.task`` (registered in `train.step.TASKS`)."""
+    cls = task_class(_cfg(config, "task", "contrastive"))
+    return cls(config, batch_shards=parallel.batch_shards(mesh))
 
-        return ContrastiveTask(config, batch_shards=shards)
-    if name == "ul2":
-        from embeddinggemma_jax.train.ul2_task import UL2Task
 
-        return UL2Task(config, batch_shards=shards)
-    raise ValueError(f"config.task: unknown task {name!r} (known: 'contrastive', 'ul2')")
+def run_prepare(config: Any) -> Any:
+    """Runs the config's ``prepare`` step (``"module:function"``, called as function(config));
+    returns what it returns (None when there is none)."""
+    spec = _cfg(config, "prepare", "")
+    if not spec:
+        return None
+    module, _, name = str(spec).partition(":")
+    return getattr(importlib.import_module(module), name)(config)
 
 
 class _StopFlag:
@@ -89,7 +94,7 @@ class Trainer:
     """Trains `task` (default: from ``config.task``) in `workdir`.
 
     Args:
-      config: the experiment ConfigDict (see configs/base.py).
+      config: the experiment ConfigDict (keys and defaults: `train.config.base_config`).
       workdir: checkpoints, logs, tokenizer copy.
       task: a `TrainTask`, or a function ``mesh -> TrainTask`` (default: `make_task`).
       on_step: called as ``on_step(trainer, step)`` after each step (hooks, tests).
@@ -107,6 +112,7 @@ class Trainer:
     ):
         parallel.initialize_distributed(_cfg(config, "distributed", "auto"))
         self.config = config
+        self.prepared = run_prepare(config)
         self.workdir = Path(workdir).absolute()
         self.on_step = on_step
         self.num_steps = int(_cfg(config, "num_steps"))
@@ -121,7 +127,7 @@ class Trainer:
         elif not isinstance(task, TrainTask):
             task = task(self.mesh)
         self.task = task
-        gbs = getattr(task, "global_batch_size", None)
+        gbs = task.global_batch_size
         shards = parallel.batch_shards(self.mesh)
         if gbs is not None and gbs % shards:
             raise ValueError(
@@ -131,7 +137,9 @@ class Trainer:
         # Open (and validate) the data before any expensive model work.
         self.data_iter = task.data_iterator(0)
 
-        self.tx, self.lr_fn = make_optimizer(config.get("optimizer"), self.num_steps)
+        self.tx, self.lr_fn = make_optimizer(
+            config.get("optimizer"), self.num_steps, trainable=task.trainable()
+        )
         self.param_shapes = task.param_shapes()
         self.param_shardings = parallel.param_shardings(
             task.param_logical_axes(), self.param_shapes, self.mesh, self.rules
@@ -156,7 +164,7 @@ class Trainer:
         self.batch_sharding = NamedSharding(
             self.mesh, PartitionSpec(parallel.batch_axes(self.mesh))
         )
-        eval_on = _cfg(config, "eval.task", "") or _cfg(config, "eval.enabled", False)
+        eval_on = bool(_cfg(config, "eval.task", ""))
         self.eval_every = int(_cfg(config, "eval.every", 0)) if eval_on else 0
         self.eval_at_start = bool(eval_on and _cfg(config, "eval.at_start", False))
         self.eval_at_end = bool(eval_on and _cfg(config, "eval.at_end", True))
@@ -170,9 +178,8 @@ class Trainer:
         self.save_every = int(_cfg(config, "checkpoint.every", 0))
         self.log_every = max(1, int(_cfg(config, "log.every", 10)))
         self.is_main = jax.process_index() == 0
-        dtype = getattr(getattr(task, "model_config", None), "dtype", "float32")
         self.peak_flops = perf.peak_flops_per_device(
-            dtype, _cfg(config, "peak_flops_per_device"), self.mesh.devices.flat[0]
+            task.compute_dtype, _cfg(config, "peak_flops_per_device"), self.mesh.devices.flat[0]
         )
         self.state: TrainState | None = None
         self._start_step = 0
@@ -331,10 +338,20 @@ class Trainer:
                 window: list[Any] = []
                 tokens = flops = 0.0
                 t0 = None  # the window's clock starts after the first (compiling) step
+                in_flight = None  # metrics of the dispatched step the bar has not counted yet
+
+                def complete():  # the bar counts a step once the device has finished it
+                    nonlocal in_flight
+                    if in_flight is not None:
+                        jax.block_until_ready(in_flight)
+                        bar.update(1)
+                        in_flight = None
+
                 while step < self.num_steps:
                     try:
                         host = next(self.data_iter)
                     except StopIteration:
+                        complete()
                         self._say(bar, f"data exhausted at step {step}")
                         break
                     stats = self.task.batch_stats(host)
@@ -342,15 +359,25 @@ class Trainer:
                     self.state, metrics = self.step_fn(self.state, batch, self.frozen)
                     step += 1
                     window.append(metrics)
+                    complete()  # the previous step: at most this one stays in flight
+                    in_flight = metrics
                     if t0 is None:
-                        jax.block_until_ready(metrics)
+                        complete()
                         t0, window_start = time.perf_counter(), step
                         tokens = flops = 0.0
                     else:
                         tokens += stats["tokens"] * jax.process_count()
                         flops += stats["flops"] * jax.process_count()
-                    bar.update(1)
-                    if step % self.log_every == 0 or step == self.num_steps:
+                    is_log = step % self.log_every == 0 or step == self.num_steps
+                    eval_now = (self.eval_every and step % self.eval_every == 0) or (
+                        step == self.num_steps and self.eval_at_end
+                    )
+                    save_now = (self.save_every and step % self.save_every == 0) or (
+                        step == self.num_steps
+                    )
+                    if is_log or eval_now or save_now:
+                        complete()
+                    if is_log:
                         values = self._window_values(window)
                         elapsed = time.perf_counter() - t0
                         steps_timed = step - window_start
@@ -364,20 +391,16 @@ class Trainer:
                         self._log_train(bar, step, values)
                         window, tokens, flops = [], 0.0, 0.0
                         t0, window_start = time.perf_counter(), step
-                    eval_now = (self.eval_every and step % self.eval_every == 0) or (
-                        step == self.num_steps and self.eval_at_end
-                    )
                     if eval_now:
                         last_eval = self.evaluate(step, bar)
                         self.save(step, last_eval)
                         t0, window_start, tokens, flops = time.perf_counter(), step, 0.0, 0.0
-                    elif (self.save_every and step % self.save_every == 0) or (
-                        step == self.num_steps
-                    ):
+                    elif save_now:
                         self.save(step)
                     if self.on_step is not None:
                         self.on_step(self, step)
                     if step < self.num_steps and self._preemption_requested(step):
+                        complete()
                         self._say(bar, f"{self._stop.reason or 'preemption'}: saving step {step}")
                         self.save(step)
                         preempted = True
@@ -419,7 +442,7 @@ class Trainer:
             mfu=mfu_text,
             refresh=False,
         )
-        shown = "  ".join(f"{k}={values[k]:.4g}" for k in _SHOWN if k in values)
+        shown = "  ".join(f"{k}={values[k]:.4g}" for k in self.task.shown_metrics if k in values)
         lr = values.get("learning_rate", float("nan"))
         self._say(
             bar,

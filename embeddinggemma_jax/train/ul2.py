@@ -1,14 +1,35 @@
 """The UL2 adaptation stage: decoder-only Gemma 3 -> T5Gemma encoder-decoder -> the embedder's init.
 
-Pieces a generic trainer plugs in (each a pure function):
+`UL2Task` is the stage as a `TrainTask` for the generic `Trainer` (configs/ul2_adaptation.py,
+``config.task = "ul2"``). Model: the T5Gemma encoder-decoder (`model.encoder_decoder`),
+initialised from ``config.init_from``:
 
-  load_decoder_only(path)            Hugging Face Gemma 3 folder or GGUF file -> causal params
+- ``""``: random weights, both stacks of ``config.model``'s shape (preset + shape fields);
+- a Hugging Face Gemma 3 folder (Gemma3ForCausalLM / Gemma3ForConditionalGeneration) or a Gemma 3
+  ``.gguf`` file (`interop.huggingface.load_decoder_only`): T5Gemma's balanced init (encoder and
+  decoder from the decoder-only weights, cross-attention from self-attention);
+  ``config.ul2.decoder_from`` names a second, smaller decoder-only model for the unbalanced
+  setting (cross-attention from scratch, trained alone for
+  ``config.ul2.cross_attention_warmup_steps`` updates: the task's `trainable` rules).
+
+Data: JSONL files (``config.train_data``, a path or glob; `readers.read_jsonl`) of JSON objects;
+every non-empty string under one of ``config.ul2.text_fields`` is one sequence. Sequences are
+tokenized without BOS/EOS, corrupted by `data.ul2` (deterministic per (``config.ul2.seed``,
+sequence index)) and batched by `data.ul2.UL2Batcher` into ``config.data.global_batch_size`` rows
+(``config.ul2.pack``: packed instead of padded). Files are read in order, epoch after epoch; the
+iterator's state is the index of the next sequence.
+
+Special tokens: sentinels are the tokenizer's ``<unused0>``, ``<unused1>``, ... (as many as the
+lengths need), the three mode tokens the next unused pieces; a tokenizer without them gets ids
+just past its vocabulary instead.
+
+The pieces, each a pure function:
+
   init_ul2_params(config, rng, ...)  encoder-decoder params: T5Gemma init from a decoder-only
                                      model (balanced or unbalanced), or random
   make_ul2_loss_fn(config)           (params, batch, rng=None) -> (loss, metrics) on
                                      `data.ul2` batches: cross-entropy on decoder targets only
-  with_cross_attention_warmup(tx, params, steps)
-                                     only cross-attention trains for the first `steps` steps
+  cross_attention_warmup(steps)      the optimizer rules of the unbalanced warm-up
   extract_encoder(source, config)    {"encoder": adapted encoder, "head": fresh head}: the
                                      `EmbeddingGemma` params the pre-finetuning stage starts from
   export_embedder_init(source, config, folder, tokenizer=...)
@@ -18,8 +39,10 @@ Pieces a generic trainer plugs in (each a pure function):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+import glob
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,44 +52,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from embeddinggemma_jax.interop.huggingface import (
-    load_hf_config,
-    read_safetensors,
-    transformer_params_from_hf,
-)
-from embeddinggemma_jax.model.config import ModelConfig
+from embeddinggemma_jax import checkpoint
+from embeddinggemma_jax.data.ul2 import UL2Batcher, UL2Config, default_denoisers
+from embeddinggemma_jax.errors import LocatedError
+from embeddinggemma_jax.interop.huggingface import load_decoder_only
+from embeddinggemma_jax.model.config import EXECUTION_FIELDS, ModelConfig
 from embeddinggemma_jax.model.encoder_decoder import (
+    CROSS_ATTENTION_PATTERN,
     EncoderDecoder,
     EncoderDecoderConfig,
     cross_attention_mask,
+    encoder_decoder_logical_axes,
+    encoder_decoder_param_shapes,
     init_encoder_decoder_params,
     t5gemma_init,
 )
 from embeddinggemma_jax.model.head import EmbeddingHead
 from embeddinggemma_jax.model.model import param_shapes
-from embeddinggemma_jax.model.transformer import Transformer
-
-# transformers' Gemma3TextConfig defaults: released Gemma3ForConditionalGeneration config.json
-# files omit every text_config key that equals them (e.g. num_attention_heads, head_dim).
-GEMMA3_TEXT_DEFAULTS: dict[str, Any] = {
-    "vocab_size": 262_208,
-    "hidden_size": 2304,
-    "intermediate_size": 9216,
-    "num_hidden_layers": 26,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 4,
-    "head_dim": 256,
-    "query_pre_attn_scalar": 256,
-    "sliding_window": 4096,
-    "sliding_window_pattern": 6,
-    "max_position_embeddings": 131_072,
-    "rms_norm_eps": 1e-6,
-    "rope_theta": 1_000_000.0,
-    "rope_local_base_freq": 10_000.0,
-    "final_logit_softcapping": None,
-    "attn_logit_softcapping": None,
-    "pad_token_id": 0,
-}
+from embeddinggemma_jax.readers import read_jsonl
+from embeddinggemma_jax.train.optimizer import with_trainable_windows
+from embeddinggemma_jax.train.step import TrainTask
 
 UL2_BATCH_KEYS = (
     "encoder_input_ids",
@@ -78,42 +83,6 @@ UL2_BATCH_KEYS = (
     "decoder_segment_ids",
     "decoder_positions",
 )
-
-
-# -- decoder-only import --------------------------------------------------------------------------
-def gemma3_text_config(hf: Mapping[str, Any]) -> dict[str, Any]:
-    """The Gemma 3 text config of a config.json (Gemma3ForCausalLM / Gemma3TextModel, or the
-    text_config of Gemma3ForConditionalGeneration), missing keys filled with transformers'
-    defaults."""
-    hf = dict(hf)
-    if "text_config" in hf:
-        hf = {**(hf["text_config"] or {}), "model_type": "gemma3_text"}
-    if hf.get("model_type") not in ("gemma3_text", "gemma3", None):
-        raise ValueError(f"not a Gemma 3 config: model_type={hf.get('model_type')!r}")
-    out = {**GEMMA3_TEXT_DEFAULTS, **hf, "model_type": "gemma3_text"}
-    if "rope_parameters" in hf:  # the new rope format: the old keys' defaults must not mix in
-        for key in ("rope_theta", "rope_local_base_freq"):
-            if key not in hf:
-                del out[key]
-    return out
-
-
-def load_decoder_only(path: str | Path, **config_overrides) -> tuple[ModelConfig, dict]:
-    """A decoder-only Gemma 3 -> (causal ModelConfig, `Transformer` params, float32 numpy).
-
-    `path`: a Hugging Face folder (Gemma3ForCausalLM, or Gemma3ForConditionalGeneration whose
-    text part is taken) or a `.gguf` file (dequantised; needs the optional `gguf` package).
-    """
-    path = Path(path)
-    overrides = {"bidirectional": False, **config_overrides}
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        from embeddinggemma_jax.interop.gguf import load_gguf
-
-        return load_gguf(path, **overrides)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is neither a Hugging Face folder nor a .gguf file")
-    config = ModelConfig.from_hf_config(gemma3_text_config(load_hf_config(path)), **overrides)
-    return config, transformer_params_from_hf(read_safetensors(path), config)
 
 
 # -- stage init -----------------------------------------------------------------------------------
@@ -231,49 +200,34 @@ def make_ul2_loss_fn(
 
 
 # -- unbalanced warm-up ---------------------------------------------------------------------------
-def _freeze_outside(mask: Any, steps: int) -> optax.GradientTransformation:
-    """Zeroes every leaf where `mask` is False while fewer than `steps` updates have passed."""
-
-    def init(params):
-        del params
-        return jnp.zeros([], jnp.int32)
-
-    def update(updates, count, params=None):
-        del params
-        warm = count < steps
-        updates = jax.tree.map(
-            lambda u, m: u if m else jnp.where(warm, jnp.zeros_like(u), u), updates, mask
-        )
-        return updates, optax.safe_int32_increment(count)
-
-    return optax.GradientTransformation(init, update)
+def cross_attention_warmup(steps: int) -> list[tuple[str, int | None, int | None]]:
+    """``optimizer.trainable`` rules training only the decoder's cross-attention (and its norms)
+    for the first `steps` updates, then everything (none for 0 steps)."""
+    if steps < 0:
+        raise ValueError(f"warm-up steps must be >= 0, got {steps}")
+    if steps == 0:
+        return []
+    return [(CROSS_ATTENTION_PATTERN, None, None), (".*", steps, None)]
 
 
 def with_cross_attention_warmup(
     tx: optax.GradientTransformation, params: Mapping, steps: int
 ) -> optax.GradientTransformation:
-    """`tx`, except that for the first `steps` calls only the decoder's cross-attention (and its
-    norms) changes: gradients elsewhere are zeroed before `tx` (so its moments stay clean) and
-    updates elsewhere after it (so weight decay does not move frozen weights either)."""
-    if steps < 0:
-        raise ValueError(f"warm-up steps must be >= 0, got {steps}")
-    if steps == 0:
-        return tx
-    mask = cross_attention_mask(params)
-    if not any(jax.tree.leaves(mask)):
+    """`tx` under `cross_attention_warmup(steps)` (`train.optimizer.with_trainable_windows`):
+    for the first `steps` calls only the decoder's cross-attention changes."""
+    rules = cross_attention_warmup(steps)
+    if rules and not any(jax.tree.leaves(cross_attention_mask(params))):
         raise ValueError("params have no decoder cross-attention to warm up")
-    return optax.chain(_freeze_outside(mask, steps), tx, _freeze_outside(mask, steps))
+    return with_trainable_windows(tx, rules)
 
 
 # -- hand-off to the embedder ---------------------------------------------------------------------
-def _restore_checkpoint(path: Path) -> Any:
-    """A pytree from an Orbax checkpoint: a trainer workdir (its ``checkpoints`` folder, latest
-    step), a CheckpointManager root, a step directory (its ``params`` item when there is one), or
-    an item directory."""
+def _restore_checkpoint(path: str | Path) -> Any:
+    """A pytree of host numpy arrays from a checkpoint: the params of a training run (any path
+    `checkpoint.resolve_step_dir` takes: run directory, checkpoints folder, step folder), else a
+    plain Orbax checkpoint written outside the Trainer (an item folder, or a CheckpointManager
+    root whose newest step's items are returned by name)."""
     import orbax.checkpoint as ocp
-
-    def is_item(p: Path) -> bool:
-        return (p / "_METADATA").exists() or (p / "manifest.ocdbt").exists()
 
     def restore(p: Path) -> Any:  # as host numpy arrays: independent of the saving topology
         ckptr = ocp.PyTreeCheckpointer()
@@ -282,21 +236,22 @@ def _restore_checkpoint(path: Path) -> Any:
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         return ckptr.restore(str(p), restore_args=args)
 
-    if not path.is_dir():
+    def is_item(p: Path) -> bool:
+        return (p / "_METADATA").exists() or (p / "manifest.ocdbt").exists()
+
+    if checkpoint.is_checkpoint(path):
+        return {"params": restore(checkpoint.resolve_step_dir(path) / "params")}
+    p = checkpoint.as_path(path)
+    if not p.is_dir():
         raise FileNotFoundError(f"no checkpoint directory at {path}")
-    if (path / "checkpoints").is_dir() and not is_item(path):
-        path = path / "checkpoints"
-    steps = [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()]
-    if steps and not is_item(path):
-        path = max(steps, key=lambda p: int(p.name))
-    if is_item(path):
-        return restore(path)
-    if is_item(path / "params"):  # only the parameters, not the optimizer state
-        return {"params": restore(path / "params")}
-    items = {p.name: p for p in path.iterdir() if p.is_dir() and is_item(p)}
+    if is_item(p):
+        return restore(p)
+    steps = [q for q in p.iterdir() if q.is_dir() and q.name.isdigit()]
+    step_dir = max(steps, key=lambda q: int(q.name)) if steps else p
+    items = {q.name: q for q in step_dir.iterdir() if q.is_dir() and is_item(q)}
     if not items:
         raise ValueError(f"{path}: no Orbax checkpoint item found")
-    return {name: restore(p) for name, p in items.items()}
+    return {name: restore(q) for name, q in items.items()}
 
 
 def _find_encoder(tree: Any, where: str) -> Mapping:
@@ -334,7 +289,7 @@ def extract_encoder(
     where = "source"
     if isinstance(source, (str, Path)):
         where = str(source)
-        source = _restore_checkpoint(Path(source))
+        source = _restore_checkpoint(source)
     encoder = _find_encoder(source, where)
     want = param_shapes(config)["encoder"]
     got = dict(jax.tree_util.tree_flatten_with_path(encoder)[0])
@@ -383,24 +338,222 @@ def export_embedder_init(
     )
 
 
-def decoder_only_logits(
-    config: ModelConfig, params: Mapping, tokens_bt: Any, mask_bt: Any | None = None
-) -> jax.Array:
-    """Next-token logits [B, T, V] float32 of a decoder-only model run causally (jitted)."""
-    if config.bidirectional:
-        raise ValueError("decoder_only_logits needs a causal config (bidirectional=False)")
-    tokens_bt = jnp.asarray(tokens_bt)
-    mask_bt = tokens_bt != config.pad_id if mask_bt is None else jnp.asarray(mask_bt, bool)
-    return _decoder_only_logits(config, params, tokens_bt, mask_bt)
+# -- the stage as a TrainTask -------------------------------------------------------------------
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if cfg is None:
+        return default
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    return default if value is None else value
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _decoder_only_logits(config, params, tokens_bt, mask_bt):
-    model = Transformer(config)
-    x_btd = model.apply({"params": params}, tokens_bt, mask_bt)
-    return model.apply({"params": params}, x_btd, method=Transformer.logits)
+def special_ids(tokenizer: Any, count: int) -> tuple[list[int], tuple[int, int, int]]:
+    """(sentinel ids, (NLU, NLG, S2S) mode ids): the tokenizer's `<unusedN>` pieces (Gemma has
+    thousands), else new ids just past its vocabulary (the model's table must then be larger)."""
+    need = count + 3
+    unk = getattr(tokenizer, "unk_id", -1)
+    ids = [tokenizer.piece_to_id(f"<unused{i}>") for i in range(need)]
+    if any(i == unk or i < 0 for i in ids) or len(set(ids)) != need:
+        ids = list(range(tokenizer.vocab_size, tokenizer.vocab_size + need))
+    return ids[:count], (ids[count], ids[count + 1], ids[count + 2])
 
 
-def denoiser_names(ul2_config: Any) -> Sequence[str]:
-    """Names of a `data.ul2.UL2Config`'s denoisers, in `decoder_denoiser_ids` order."""
-    return tuple(d.name for d in ul2_config.denoisers)
+def _ul2_config(cfg: Any, tokenizer: Any) -> UL2Config:
+    enc, dec = int(_get(cfg, "encoder_max_length", 512)), int(_get(cfg, "decoder_max_length", 512))
+    s_fraction = float(_get(cfg, "s_fraction", 0.2))
+    base = dict(
+        decoder_start_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
+        denoisers=default_denoisers(s_fraction),
+        encoder_max_length=enc,
+        decoder_max_length=dec,
+        seed=int(_get(cfg, "seed", 0)),
+    )
+    count = 8
+    while True:  # the fewest sentinels the lengths need (UL2Config checks and says how many)
+        sentinels, (nlu, nlg, s2s) = special_ids(tokenizer, count)
+        try:
+            return UL2Config(
+                sentinel_ids=tuple(sentinels), nlu_id=nlu, nlg_id=nlg, s2s_id=s2s, **base
+            )
+        except ValueError as e:
+            if "sentinels" not in str(e) or count > enc + dec:
+                raise
+            count *= 2
+
+
+class Sequences:
+    """Token sequences from JSONL text files (`readers.read_jsonl`), in order, repeating: every
+    non-empty string under one of `fields` of each record is one sequence."""
+
+    def __init__(self, pattern: str, fields: tuple[str, ...], tokenizer: Any):
+        self.paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        if not self.paths or not all(Path(p).is_file() for p in self.paths):
+            raise LocatedError(f"no file matches {pattern!r}", where="config.train_data")
+        self.fields, self.tokenizer = fields, tokenizer
+        self.count = None
+
+    def _texts(self) -> Iterator[str]:
+        for path in self.paths:
+            for _, record in read_jsonl(path):
+                for field in self.fields:
+                    text = record.get(field)
+                    if isinstance(text, str) and text.strip():
+                        yield text
+
+    def validate(self) -> None:
+        n = sum(1 for _ in self._texts())
+        if n == 0:
+            raise LocatedError(
+                f"no non-empty text under fields {list(self.fields)} in {self.paths}",
+                where="config.train_data",
+            )
+        self.count = n
+
+    def from_index(self, index: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(global sequence index, token ids) from `index` on, forever."""
+        i = 0
+        while True:
+            for text in self._texts():
+                if i >= index:
+                    ids = self.tokenizer.encode_pieces([text])[0]
+                    if ids:
+                        yield i, np.asarray(ids, np.int32)
+                i += 1
+
+
+class UL2Task(TrainTask):
+    """The UL2 encoder-decoder stage (see the module docstring)."""
+
+    name = "ul2"
+    shown_metrics = ("loss", "accuracy", "grad_norm")
+
+    def __init__(self, config: Any, *, batch_shards: int = 1):
+        del batch_shards
+        from embeddinggemma_jax.text import Tokenizer
+        from embeddinggemma_jax.train.contrastive import model_config_from
+
+        self.config = config
+        ul2_cfg = config.get("ul2")
+        model_cfg = config.get("model")
+        exec_overrides = {k: _get(model_cfg, k) for k in EXECUTION_FIELDS if _get(model_cfg, k)}
+        tokenizer_path = str(_get(config, "tokenizer", "") or "")
+        if not tokenizer_path:
+            raise ValueError("config.tokenizer: the UL2 stage needs a tokenizer.model path")
+        self.tokenizer = Tokenizer(tokenizer_path)
+        self.init_from = str(_get(config, "init_from", "") or "")
+        self.decoder_from = str(_get(ul2_cfg, "decoder_from", "") or "")
+        if self.decoder_from and not self.init_from:
+            raise ValueError("ul2.decoder_from (unbalanced) needs init_from (the encoder's source)")
+        if self.init_from:
+            enc_src, self._enc_params = load_decoder_only(self.init_from, **exec_overrides)
+            dec_src, self._dec_params = enc_src, None
+            if self.decoder_from:
+                dec_src, self._dec_params = load_decoder_only(self.decoder_from, **exec_overrides)
+            self.model_config = EncoderDecoderConfig.unbalanced(enc_src, dec_src)
+        self.ul2 = _ul2_config(ul2_cfg, self.tokenizer)
+        special = (*self.ul2.sentinel_ids, self.ul2.nlu_id, self.ul2.nlg_id, self.ul2.s2s_id)
+        rows = max(self.tokenizer.vocab_size, max(special) + 1)
+        if not self.init_from:  # random init: room for the sentinels past the tokenizer's pieces
+            base: ModelConfig = model_config_from(model_cfg, vocab_size=rows)
+            self.model_config = EncoderDecoderConfig.balanced(base.replace(**exec_overrides))
+            self._enc_params = self._dec_params = None
+        if rows > self.model_config.encoder.vocab_size:
+            raise ValueError(
+                f"tokenizer {tokenizer_path} ({self.tokenizer.vocab_size} pieces) with the UL2 "
+                f"sentinel and mode ids needs {rows} embedding rows; the model has "
+                f"{self.model_config.encoder.vocab_size}"
+            )
+        self.cross_attention_init = _get(ul2_cfg, "cross_attention_init")
+        self.warmup_steps = int(_get(ul2_cfg, "cross_attention_warmup_steps", 0))
+        self.global_batch_size = int(_get(config.get("data"), "global_batch_size", 32))
+        self.pack = bool(_get(ul2_cfg, "pack", False))
+        fields = tuple(_get(ul2_cfg, "text_fields", ("text",)))
+        train_data = str(_get(config, "train_data", "") or "")
+        if not train_data:
+            raise ValueError(
+                "config.train_data: the UL2 stage needs JSONL text files (path or glob)"
+            )
+        self.sequences = Sequences(train_data, fields, self.tokenizer)
+        self.sequences.validate()
+        self.compute_dtype = self.model_config.encoder.dtype
+        self._loss_fn = make_ul2_loss_fn(
+            self.model_config,
+            z_loss=float(_get(ul2_cfg, "z_loss", 0.0)),
+        )  # scalar metrics only (the trainer averages and logs every metric as a number)
+
+    # -- model ----------------------------------------------------------------------------------
+    def param_shapes(self):
+        return encoder_decoder_param_shapes(self.model_config)
+
+    def param_logical_axes(self):
+        return encoder_decoder_logical_axes(self.model_config)
+
+    def initial_params(self, rng, shardings):
+        if not self.init_from:
+            init = functools.partial(init_encoder_decoder_params, self.model_config)
+            return jax.jit(init, out_shardings=shardings)(rng)
+        params = init_ul2_params(
+            self.model_config,
+            rng,
+            self._enc_params,
+            decoder_source=self._dec_params,
+            cross_attention_init=self.cross_attention_init,
+        )
+        self._enc_params = self._dec_params = None  # host copies no longer needed
+        return jax.device_put(params, shardings)
+
+    def trainable(self):
+        """The unbalanced warm-up: only cross-attention trains for the first
+        ``ul2.cross_attention_warmup_steps`` updates."""
+        return cross_attention_warmup(self.warmup_steps)
+
+    # -- data -----------------------------------------------------------------------------------
+    def data_iterator(self, start_step: int = 0):
+        it = UL2Batcher(
+            self.sequences.from_index,
+            self.ul2,
+            self.global_batch_size,
+            pack=self.pack,
+            pad_id=self.tokenizer.pad_id,
+        )
+        if start_step and not self.pack:  # padded batches: a fixed number of sequences per step
+            it.set_state({"index": start_step * self.global_batch_size})
+        elif start_step:
+            for _ in range(start_step):
+                next(it)
+        return it
+
+    def batch_stats(self, host_batch: Mapping[str, Any]) -> dict[str, float]:
+        tokens = float(np.sum(host_batch["encoder_segment_ids"] > 0)) + float(
+            np.sum(host_batch["decoder_loss_mask"])
+        )
+        return {"tokens": tokens, "flops": 0.0}
+
+    # -- objective ------------------------------------------------------------------------------
+    def value_and_grad(self, params, batch, rng, frozen):
+        del frozen
+        return jax.value_and_grad(self._loss_fn, has_aux=True)(params, batch, rng)
+
+    # -- export ---------------------------------------------------------------------------------
+    def export_info(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "encoder_decoder_config": {
+                "encoder": dataclasses.asdict(self.model_config.encoder),
+                "decoder": dataclasses.asdict(self.model_config.decoder),
+            },
+            "tokenizer": {
+                "file": checkpoint.TOKENIZER,
+                "sha256": checkpoint.file_sha256(self.tokenizer.path),
+            },
+            "ul2": {
+                "encoder_max_length": self.ul2.encoder_max_length,
+                "decoder_max_length": self.ul2.decoder_max_length,
+                "sentinel_ids": list(self.ul2.sentinel_ids),
+                "mode_ids": [self.ul2.nlu_id, self.ul2.nlg_id, self.ul2.s2s_id],
+                "denoisers": [dataclasses.asdict(d) for d in self.ul2.denoisers],
+            },
+        }
+
+    def tokenizer_file(self) -> Path:
+        return Path(self.tokenizer.path)

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from decoder_only import decoder_only_logits
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 from embeddinggemma_jax.interop.gguf import config_from_gguf, load_gguf, read_metadata
+from embeddinggemma_jax.interop.huggingface import load_decoder_only
 from embeddinggemma_jax.model import GLOBAL, LOCAL, ModelConfig
 from embeddinggemma_jax.model.config import layer_pattern
-from embeddinggemma_jax.train.ul2 import decoder_only_logits, load_decoder_only
 
 gguf = pytest.importorskip("gguf")
 

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 import torch
+from decoder_only import decoder_only_logits
 from transformers import (
     Gemma3Config,
     Gemma3ForCausalLM,
@@ -15,8 +16,8 @@ from transformers import (
 )
 
 from embeddinggemma_jax.interop import load_gemma3
+from embeddinggemma_jax.interop.huggingface import gemma3_text_config, load_decoder_only
 from embeddinggemma_jax.model import ModelConfig
-from embeddinggemma_jax.train.ul2 import decoder_only_logits, gemma3_text_config, load_decoder_only
 
 LENGTHS = (23, 17, 5)  # longest > 2 * window (banded kernel), padding on two rows
 

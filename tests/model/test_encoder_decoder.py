@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import random_params
+from decoder_only import decoder_only_logits
 
 from embeddinggemma_jax.data.ul2 import UL2Config, corrupt, pack_batch, pad_batch
 from embeddinggemma_jax.model import GLOBAL, LOCAL, ModelConfig, Transformer, param_shapes
@@ -18,7 +19,6 @@ from embeddinggemma_jax.model.encoder_decoder import (
     encoder_decoder_param_shapes,
     t5gemma_init,
 )
-from embeddinggemma_jax.train.ul2 import decoder_only_logits
 
 LENGTHS = (23, 17, 5)
 # Two layers (one local, one global) keep compile times small; logits soft-capped as in Gemma 2.

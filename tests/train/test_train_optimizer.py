@@ -86,3 +86,38 @@ def test_clipping_bounds_the_update_norm():
     updates, _ = tx.update(grads, state, params)
     assert np.isfinite(np.asarray(updates["w"])).all()
     assert optax.global_norm(updates) > 0
+
+
+def test_trainable_rules_freeze_bit_identically_then_train():
+    from embeddinggemma_jax.errors import LocatedError
+
+    params = jax.tree.map(lambda x: x + 1.0, init_params(ModelConfig.tiny(), jax.random.key(0)))
+    rules = [("encoder/layer_0/.*", 1, 3), ("head/.*", 0, 0)]  # layer 0: updates 1, 2; head: never
+    cfg = dict(learning_rate=0.1, weight_decay=0.5, clip_norm=1.0, trainable=rules)
+    tx, _ = make_optimizer(cfg, 10)
+    state, update = tx.init(params), jax.jit(tx.update)
+    grads = jax.tree.map(jnp.ones_like, params)
+
+    def group(path):
+        name = "/".join(str(k.key) for k in path)
+        return "layer_0" if name.startswith("encoder/layer_0/") else name.split("/")[0]
+
+    for count in range(4):
+        updates, state = update(grads, state, params)
+        new = optax.apply_updates(params, updates)
+        moved = {}
+        for (path, a), b in zip(
+            jax.tree_util.tree_flatten_with_path(new)[0], jax.tree.leaves(params)
+        ):
+            moved.setdefault(group(path), []).append(bool(np.any(np.asarray(a) != np.asarray(b))))
+        assert not any(moved["head"]), count
+        assert all(moved["layer_0"]) == (1 <= count < 3) and any(moved["layer_0"]) == (
+            1 <= count < 3
+        )
+        assert all(moved["encoder"]), count  # no rule: always trains
+        params = new
+    with pytest.raises(
+        LocatedError, match=r"config.optimizer.trainable\[0\].*matches no parameter"
+    ):
+        bad, _ = make_optimizer(dict(trainable=[("nothing/.*", 0, 1)]), 10)
+        bad.init(params)

@@ -21,7 +21,7 @@ from embeddinggemma_jax.text.tokenizer import train_bpe
 from embeddinggemma_jax.train.ul2 import make_ul2_loss_fn
 
 Trainer = pytest.importorskip("embeddinggemma_jax.train.trainer").Trainer
-UL2Task = pytest.importorskip("embeddinggemma_jax.train.ul2_task").UL2Task
+UL2Task = pytest.importorskip("embeddinggemma_jax.train.ul2").UL2Task
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from embeddinggemma_jax.train.ul2 import export_embedder_init, extract_encoder
 # The generic trainer and its test helpers (landing separately).
 Trainer = pytest.importorskip("embeddinggemma_jax.train.trainer").Trainer
 trainlib = pytest.importorskip("trainlib")
-UL2Task = pytest.importorskip("embeddinggemma_jax.train.ul2_task").UL2Task
+UL2Task = pytest.importorskip("embeddinggemma_jax.train.ul2").UL2Task
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,3 +84,33 @@ def test_ul2_stage_then_prefinetuning_from_its_encoder(tmp_path):
     contrastive.close()
     assert summary["step"] == 2
     assert all(np.isfinite(row["loss"]) for row in summary["history"]["train"])
+
+
+def test_cross_attention_warmup_steps_freeze_everything_else(tmp_path):
+    """ul2.cross_attention_warmup_steps reaches the optimizer: during the warm-up only the
+    decoder's cross-attention changes (everything else bit-identical), after it everything."""
+    from embeddinggemma_jax.model.encoder_decoder import cross_attention_mask
+
+    config = _ul2_config(tmp_path, cross_attention_warmup_steps=2)
+    snapshots = []
+    trainer = Trainer(
+        config,
+        tmp_path / "run",
+        task=lambda mesh: UL2Task(config),
+        on_step=lambda t, step: snapshots.append(_leaves(t.state.params)),
+    )
+    trainer.restore_or_init()
+    start = _leaves(trainer.state.params)
+    trainer.fit()
+    trainer.close()
+    cross = jax.tree.leaves(cross_attention_mask(trainer.state.params))
+    assert any(cross) and not all(cross)
+    before = start
+    for step, after in enumerate(snapshots, 1):
+        moved = [bool(np.any(a != b)) for a, b in zip(after, before)]
+        if step <= 2:
+            assert all(moved[i] for i, c in enumerate(cross) if c), step
+            assert not any(moved[i] for i, c in enumerate(cross) if not c), step
+        else:
+            assert all(moved), step
+        before = after
