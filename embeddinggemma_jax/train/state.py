@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -101,8 +100,3 @@ def create_state(
         opt_state=opt_state,
         rng=jax.device_put(rng, shardings.rng),
     )
-
-
-def init_params_sharded(init_fn: Callable[[jax.Array], Any], rng: jax.Array, shardings: Any):
-    """Random init computed directly in its shards (no host-sized copy of a large model)."""
-    return jax.jit(init_fn, out_shardings=shardings)(rng)
