@@ -100,6 +100,13 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.optimizer = ml_collections.ConfigDict(dict(optimizer.DEFAULTS))
 
+    # A step whose loss or gradient is NaN / inf: "skip" (default) keeps the params and optimizer
+    # state as they were and counts it, failing after max_consecutive skips in a row; "apply"
+    # updates anyway (the old behaviour: the NaN reaches the params).
+    c.nonfinite = ml_collections.ConfigDict()
+    c.nonfinite.policy = "skip"
+    c.nonfinite.max_consecutive = 10
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 1000
     c.checkpoint.keep = 3

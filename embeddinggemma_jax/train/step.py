@@ -29,6 +29,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -171,21 +172,31 @@ def make_train_step(
     frozen_shardings: Any = None,
     *,
     donate: bool = True,
+    skip_nonfinite: bool = True,
 ) -> Callable[[TrainState, Any, Any], tuple[TrainState, Metrics]]:
     """The jitted, sharded train step ``(state, batch, frozen) -> (state, metrics)``.
 
     Metrics: the task's, plus ``loss``, ``grad_norm`` (of this micro-batch's gradient, before
-    clipping) and ``learning_rate`` (of this step's update).
+    clipping) and ``learning_rate`` (of this step's update). With `skip_nonfinite`, a step whose
+    loss or gradient is not finite keeps the old params and optimizer state (the step counter
+    still advances) and reports ``nonfinite`` = 1 (else 0).
     """
 
     def train_step(state: TrainState, batch: Any, frozen: Any):
         (loss, metrics), grads = task.value_and_grad(state.params, batch, state.step_rng(), frozen)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        grad_norm = optax.global_norm(grads)
         metrics = dict(metrics)
-        metrics.update(
-            loss=loss, grad_norm=optax.global_norm(grads), learning_rate=lr_fn(state.step)
-        )
+        if skip_nonfinite:  # a NaN / inf never reaches the parameters or the optimizer state
+            finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            params, opt_state = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old),
+                (params, opt_state),
+                (state.params, state.opt_state),
+            )
+            metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        metrics.update(loss=loss, grad_norm=grad_norm, learning_rate=lr_fn(state.step))
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics
 

@@ -20,6 +20,10 @@ trains to ``config.num_steps``:
 - evaluates every ``config.eval.every`` steps (and at the start / end when asked) and saves a
   checkpoint at every evaluation (so the best one by ``config.checkpoint.best_metric`` is kept);
 - saves every ``config.checkpoint.every`` steps and at the end;
+- skips a step whose loss or gradient is NaN / inf (``config.nonfinite.policy = "skip"``: params
+  and optimizer state stay as they were, so a NaN never reaches them or a checkpoint), logs the
+  count (``skipped_steps``) and stops with `NonFiniteError` after
+  ``config.nonfinite.max_consecutive`` such steps in a row;
 - on SIGTERM (preemption) or Ctrl-C: finishes the current step, saves, and stops
   (``summary["preempted"]``; `main` then exits with status 143).
 """
@@ -44,6 +48,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from embeddinggemma_jax import checkpoint, parallel
+from embeddinggemma_jax.errors import LocatedError
 from embeddinggemma_jax.train import perf
 from embeddinggemma_jax.train.optimizer import make_optimizer
 from embeddinggemma_jax.train.state import (
@@ -78,6 +83,10 @@ def run_prepare(config: Any) -> Any:
         return None
     module, _, name = str(spec).partition(":")
     return getattr(importlib.import_module(module), name)(config)
+
+
+class NonFiniteError(LocatedError):
+    """Too many consecutive train steps had a NaN / inf loss or gradient."""
 
 
 class _StopFlag:
@@ -152,6 +161,15 @@ class Trainer:
         if frozen is not None:
             frozen_shardings = parallel.param_shardings(frozen_axes, frozen, self.mesh, self.rules)
             self.frozen = jax.device_put(frozen, frozen_shardings)
+        self.nonfinite_policy = str(_cfg(config, "nonfinite.policy", "skip"))
+        if self.nonfinite_policy not in ("skip", "apply"):
+            raise LocatedError(
+                f"must be 'skip' or 'apply', got {self.nonfinite_policy!r}",
+                where="config.nonfinite.policy",
+            )
+        self.max_nonfinite = int(_cfg(config, "nonfinite.max_consecutive", 10))
+        self.skipped_steps = 0  # non-finite steps skipped in this fit
+        self._consecutive_skips = 0
         self.step_fn = make_train_step(
             task,
             self.tx,
@@ -160,6 +178,7 @@ class Trainer:
             self.rules,
             self.state_shardings,
             frozen_shardings,
+            skip_nonfinite=self.nonfinite_policy == "skip",
         )
         self.batch_sharding = NamedSharding(
             self.mesh, PartitionSpec(parallel.batch_axes(self.mesh))
@@ -345,6 +364,8 @@ class Trainer:
                     if in_flight is not None:
                         jax.block_until_ready(in_flight)
                         bar.update(1)
+                        if "nonfinite" in in_flight:
+                            self._count_nonfinite(bool(in_flight["nonfinite"]), bar)
                         in_flight = None
 
                 while step < self.num_steps:
@@ -424,6 +445,22 @@ class Trainer:
             "workdir": str(self.workdir),
         }
 
+    def _count_nonfinite(self, skipped: bool, bar) -> None:
+        """Counts a skipped non-finite step; NonFiniteError after too many in a row."""
+        if not skipped:
+            self._consecutive_skips = 0
+            return
+        self.skipped_steps += 1
+        self._consecutive_skips += 1
+        n = self._consecutive_skips
+        if n >= self.max_nonfinite:
+            raise NonFiniteError(
+                f"{n} consecutive steps with a non-finite loss or gradient (skipped, the params "
+                f"are those before them; the limit is config.nonfinite.max_consecutive="
+                f"{self.max_nonfinite}); lower the learning rate or check the data",
+                where="training",
+            )
+
     def _window_values(self, window: list[Any]) -> dict[str, float]:
         fetched = jax.device_get(window)
         keys = fetched[0].keys()
@@ -432,6 +469,8 @@ class Trainer:
         }
 
     def _log_train(self, bar, step: int, values: dict[str, float]) -> None:
+        if "nonfinite" in values:
+            values["skipped_steps"] = float(self.skipped_steps)
         self._write("train", step, values)
         mfu = values.get("mfu")
         mfu_text = f"{100 * mfu:.1f}%" if mfu is not None else "n/a"
@@ -443,6 +482,8 @@ class Trainer:
             refresh=False,
         )
         shown = "  ".join(f"{k}={values[k]:.4g}" for k in self.task.shown_metrics if k in values)
+        if values.get("skipped_steps"):
+            shown += f"  skipped={int(values['skipped_steps'])}"
         lr = values.get("learning_rate", float("nan"))
         self._say(
             bar,
