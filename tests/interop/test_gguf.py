@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from decoder_only import decoder_only_logits
+from decoder_only import decoder_only_logits, random_batch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 from embeddinggemma_jax.interop.gguf import config_from_gguf, load_gguf, read_metadata
@@ -85,11 +85,7 @@ def _write_like_llama_cpp(
 
 
 def _batch(config: ModelConfig, seed: int = 1):
-    rng = np.random.default_rng(seed)
-    tokens = np.zeros((len(LENGTHS), max(LENGTHS)), np.int32)
-    for row, n in enumerate(LENGTHS):
-        tokens[row, :n] = rng.integers(1, config.vocab_size, n)
-    return tokens, tokens != 0
+    return random_batch(config, LENGTHS, seed)
 
 
 def _hf_logits(model, tokens, mask):

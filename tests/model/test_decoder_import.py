@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 import torch
-from decoder_only import decoder_only_logits
+from decoder_only import decoder_only_logits, random_batch
 from transformers import (
     Gemma3Config,
     Gemma3ForCausalLM,
@@ -31,11 +31,7 @@ def _randomize(model: torch.nn.Module, seed: int) -> None:
 
 
 def _batch(config: ModelConfig, seed: int = 1):
-    rng = np.random.default_rng(seed)
-    tokens = np.zeros((len(LENGTHS), max(LENGTHS)), np.int32)
-    for row, n in enumerate(LENGTHS):
-        tokens[row, :n] = rng.integers(1, config.vocab_size, n)
-    return tokens, tokens != 0
+    return random_batch(config, LENGTHS, seed)
 
 
 def _causal_lm(config: ModelConfig, folder, seed: int = 0):

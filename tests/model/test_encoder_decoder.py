@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 from conftest import random_params
-from decoder_only import decoder_only_logits
+from decoder_only import decoder_only_logits, tiny_ul2_config
 
-from embeddinggemma_jax.data.ul2 import UL2Config, corrupt, pack_batch, pad_batch
+from embeddinggemma_jax.data.ul2 import corrupt, pack_batch, pad_batch
 from embeddinggemma_jax.model import GLOBAL, LOCAL, ModelConfig, Transformer, param_shapes
 from embeddinggemma_jax.model.encoder_decoder import (
     CROSS_ATTENTION_KEYS,
@@ -121,16 +121,7 @@ def test_decoder_without_cross_attention_is_the_decoder_only_model(balanced):
 
 
 def _ul2_examples(vocab: int, n: int, seed: int = 0):
-    cfg = UL2Config(
-        sentinel_ids=tuple(range(vocab - 1, vocab - 25, -1)),
-        decoder_start_id=2,
-        nlu_id=vocab - 26,
-        nlg_id=vocab - 27,
-        s2s_id=vocab - 28,
-        encoder_max_length=24,
-        decoder_max_length=20,
-        eos_id=1,
-    )
+    cfg = tiny_ul2_config(vocab)
     rng = np.random.default_rng(seed)
     seqs = [rng.integers(3, vocab - 30, int(rng.integers(5, 30))) for _ in range(n)]
     return cfg, [corrupt(s, i, cfg) for i, s in enumerate(seqs)]

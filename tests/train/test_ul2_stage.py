@@ -9,8 +9,9 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 from conftest import random_params
+from decoder_only import tiny_ul2_config
 
-from embeddinggemma_jax.data.ul2 import UL2Config, ul2_batches
+from embeddinggemma_jax.data.ul2 import ul2_batches
 from embeddinggemma_jax.interop import load_sentence_transformer, save_gemma3
 from embeddinggemma_jax.model import GLOBAL, LOCAL, EmbeddingGemma, ModelConfig
 from embeddinggemma_jax.model.encoder_decoder import (
@@ -31,16 +32,7 @@ from embeddinggemma_jax.train.ul2 import (
 CAUSAL = ModelConfig.tiny(bidirectional=False, num_layers=2, layer_types=(LOCAL, GLOBAL))
 CONFIG = EncoderDecoderConfig.balanced(CAUSAL)
 V = CAUSAL.vocab_size
-UL2 = UL2Config(
-    sentinel_ids=tuple(range(V - 1, V - 25, -1)),
-    decoder_start_id=2,
-    nlu_id=V - 26,
-    nlg_id=V - 27,
-    s2s_id=V - 28,
-    encoder_max_length=24,
-    decoder_max_length=20,
-    eos_id=1,
-)
+UL2 = tiny_ul2_config(V)
 
 
 def _sequences(n: int, seed: int):
