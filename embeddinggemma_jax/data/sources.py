@@ -133,6 +133,10 @@ def _line_spans(data: bytes | mmap.mmap) -> tuple[np.ndarray, np.ndarray, np.nda
     ends = np.concatenate([newlines, [len(buf)]]).astype(np.int64)
     if bytes(buf[: len(readers.BOM)]) == readers.BOM:
         starts[0] = min(len(readers.BOM), ends[0])
+    # A "\r" before the "\n" is the line end's, not the line's.
+    crlf = ends > starts
+    crlf[crlf] = buf[ends[crlf] - 1] == ord("\r")
+    ends = ends - crlf
     numbers = np.arange(1, len(starts) + 1, dtype=np.int64)
     keep = ends > starts
     # Only a line that starts with whitespace can be blank; check just those in Python.
