@@ -13,9 +13,13 @@ _EXPORTS = {
     "make_optimizer": "optimizer",
     "make_schedule": "optimizer",
     "decay_mask": "optimizer",
+    "TASKS": "step",
+    "task_class": "step",
+    "with_trainable_windows": "optimizer",
     "TrainTask": "step",
     "make_train_step": "step",
     "ContrastiveTask": "contrastive",
+    "UL2Task": "ul2",
     "Trainer": "trainer",
     "make_task": "trainer",
 }
