@@ -58,7 +58,6 @@ from embeddinggemma_jax.data.pipeline import (
     batch_sharding,
     bucket_lengths,
     identity_hash,
-    make_iterator,
     place_batch,
 )
 from embeddinggemma_jax.data.records import DataError, Record, TeacherEmbeddings, parse_record
@@ -90,7 +89,6 @@ __all__ = [
     "batch_sharding",
     "bucket_lengths",
     "identity_hash",
-    "make_iterator",
     "open_source",
     "parse_record",
     "place_batch",

@@ -553,23 +553,6 @@ class DataIterator(grain.DatasetIterator):
         return f"DataIterator(step={self.step})"
 
 
-def make_iterator(
-    config: DataConfig | Mapping[str, Any],
-    tokenizer: TokenizerLike,
-    *,
-    start_step: int = 0,
-    process_index: int | None = None,
-    process_count: int | None = None,
-) -> DataIterator:
-    """Opens, validates and returns the iterator (the usual entry point for a trainer)."""
-    if not isinstance(config, DataConfig):
-        config = DataConfig.from_mapping(config)
-    pipeline = DataPipeline(
-        config, tokenizer, process_index=process_index, process_count=process_count
-    )
-    return pipeline.iterator(start_step)
-
-
 # ---------------------------------------------------------------------------------------------
 # Placement onto the mesh
 
