@@ -43,6 +43,7 @@ import numpy as np
 from embeddinggemma_jax.data.mixtures import Mixture
 from embeddinggemma_jax.data.records import DataError, Record
 from embeddinggemma_jax.data.sources import FORMATS, RecordSource, open_source
+from embeddinggemma_jax.errors import LocatedError, did_you_mean
 from embeddinggemma_jax.text.packing import bucket_lengths
 
 
@@ -126,7 +127,7 @@ class DataConfig:
 
     def __post_init__(self):
         if not self.datasets:
-            raise ValueError("data.datasets: at least one dataset is required")
+            raise LocatedError("data.datasets: at least one dataset is required")
         object.__setattr__(
             self,
             "datasets",
@@ -137,23 +138,23 @@ class DataConfig:
         )
         for i, d in enumerate(self.datasets):
             if d.format not in ("auto", *FORMATS):
-                raise ValueError(
+                raise LocatedError(
                     f"data.datasets[{i}].format: {d.format!r} is not auto or one of {FORMATS}"
                 )
             if d.num_negatives < 0:
-                raise ValueError(f"data.datasets[{i}].num_negatives must be >= 0")
+                raise LocatedError(f"data.datasets[{i}].num_negatives must be >= 0")
         if self.global_batch_size <= 0:
-            raise ValueError("data.global_batch_size must be positive")
+            raise LocatedError("data.global_batch_size must be positive")
         for key in ("query_max_length", "doc_max_length", "min_bucket"):
             if getattr(self, key) < 3:
-                raise ValueError(f"data.{key} must be >= 3 (BOS, one token, EOS)")
+                raise LocatedError(f"data.{key} must be >= 3 (BOS, one token, EOS)")
         if self.buckets is not None:
             object.__setattr__(self, "buckets", tuple(int(b) for b in self.buckets))
         if not (
             self.validate in ("all", "none")
             or (isinstance(self.validate, int) and self.validate >= 0)
         ):
-            raise ValueError(
+            raise LocatedError(
                 f"data.validate must be 'all', 'none' or a record count, got {self.validate!r}"
             )
 
@@ -166,7 +167,10 @@ class DataConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         for key in mapping:
             if key not in known:
-                raise ValueError(f"data.{key}: unknown key (expected one of {sorted(known)})")
+                raise LocatedError(
+                    f"data.{key}: unknown key{did_you_mean(key, known, prefix='data.')} "
+                    f"(expected one of {sorted(known)})"
+                )
         datasets = mapping.pop("datasets", ())
         return cls(
             datasets=tuple(_dataset_from_mapping(d, i) for i, d in enumerate(datasets)), **mapping
@@ -181,11 +185,12 @@ def _dataset_from_mapping(mapping: Any, index: int) -> DatasetConfig:
     known = {f.name for f in dataclasses.fields(DatasetConfig)}
     for key in mapping:
         if key not in known:
-            raise ValueError(
-                f"data.datasets[{index}].{key}: unknown key (expected one of {sorted(known)})"
+            raise LocatedError(
+                f"data.datasets[{index}].{key}: unknown key{did_you_mean(key, known)} "
+                f"(expected one of {sorted(known)})"
             )
     if "path" not in mapping:
-        raise ValueError(f"data.datasets[{index}].path is required")
+        raise LocatedError(f"data.datasets[{index}].path is required")
     return DatasetConfig(**mapping)
 
 
@@ -267,7 +272,7 @@ class BatchBuilder:
         self.doc_buckets = bucket_lengths(config.doc_max_length, config.min_bucket, config.buckets)
         for i, d in enumerate(config.datasets):
             if d.task not in self.prompts:
-                raise ValueError(
+                raise LocatedError(
                     f"data.datasets[{i}].task: prompt {d.task!r} is not in the prompt table "
                     f"({', '.join(sorted(self.prompts))})"
                 )
@@ -408,7 +413,7 @@ class DataPipeline:
             process_index, process_count
         )
         if config.global_batch_size % self.process_count:
-            raise ValueError(
+            raise LocatedError(
                 f"data.global_batch_size={config.global_batch_size} is not divisible by the "
                 f"{self.process_count} processes"
             )
