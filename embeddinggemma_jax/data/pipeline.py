@@ -164,17 +164,22 @@ class DataConfig:
         if hasattr(mapping, "to_dict"):
             mapping = mapping.to_dict()
         mapping = dict(mapping)
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in mapping:
-            if key not in known:
-                raise LocatedError(
-                    f"data.{key}: unknown key{did_you_mean(key, known, prefix='data.')} "
-                    f"(expected one of {sorted(known)})"
-                )
+        _check_keys(mapping, cls, "data.")
         datasets = mapping.pop("datasets", ())
         return cls(
             datasets=tuple(_dataset_from_mapping(d, i) for i, d in enumerate(datasets)), **mapping
         )
+
+
+def _check_keys(mapping: Mapping[str, Any], config_class: type, prefix: str) -> None:
+    """LocatedError (with a did-you-mean) for a key that is not a field of `config_class`."""
+    known = {f.name for f in dataclasses.fields(config_class)}
+    for key in mapping:
+        if key not in known:
+            raise LocatedError(
+                f"{prefix}{key}: unknown key{did_you_mean(key, known, prefix=prefix)} "
+                f"(expected one of {sorted(known)})"
+            )
 
 
 def _dataset_from_mapping(mapping: Any, index: int) -> DatasetConfig:
@@ -182,13 +187,7 @@ def _dataset_from_mapping(mapping: Any, index: int) -> DatasetConfig:
         return mapping
     if hasattr(mapping, "to_dict"):
         mapping = mapping.to_dict()
-    known = {f.name for f in dataclasses.fields(DatasetConfig)}
-    for key in mapping:
-        if key not in known:
-            raise LocatedError(
-                f"data.datasets[{index}].{key}: unknown key{did_you_mean(key, known)} "
-                f"(expected one of {sorted(known)})"
-            )
+    _check_keys(mapping, DatasetConfig, f"data.datasets[{index}].")
     if "path" not in mapping:
         raise LocatedError(f"data.datasets[{index}].path is required")
     return DatasetConfig(**mapping)

@@ -99,13 +99,15 @@ class RecordSource:
 
 
 class _MultiFileSource(RecordSource):
-    """Concatenation of per-file parts (each with `__len__` and `raw(i) -> (obj, where)`)."""
+    """Concatenation of one `_part` per file (each with `__len__` and `raw(i) -> (obj, where)`)."""
 
-    def __init__(self, parts: Sequence[Any], description: str, **kwargs):
+    _part: Callable[[str], Any]
+
+    def __init__(self, paths: Sequence[str], **kwargs):
         super().__init__(**kwargs)
-        self._parts = list(parts)
+        self._parts = [type(self)._part(p) for p in paths]
         self._starts = np.cumsum([0] + [len(p) for p in self._parts]).tolist()
-        self.description = description
+        self.description = ", ".join(paths)
 
     def __len__(self) -> int:
         return self._starts[-1]
@@ -113,6 +115,23 @@ class _MultiFileSource(RecordSource):
     def _raw(self, index: int) -> tuple[Any, str]:
         part = bisect.bisect_right(self._starts, index) - 1
         return self._parts[part].raw(index - self._starts[part])
+
+
+class _FilePart:
+    """A file of a source, picklable for Grain's worker processes: the attributes in `_unpickled`
+    (open handles, loaded tables) are dropped and reopened lazily; the lock is made anew."""
+
+    _unpickled: tuple[str, ...] = ()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for key in (*self._unpickled, "_lock"):
+            state[key] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +167,9 @@ def _line_spans(data: bytes | mmap.mmap) -> tuple[np.ndarray, np.ndarray, np.nda
     return starts[keep], ends[keep], numbers[keep]
 
 
-class _JsonlFile:
+class _JsonlFile(_FilePart):
+    _unpickled = ("_fd",)
+
     def __init__(self, path: str):
         self.path = path
         try:
@@ -167,16 +188,6 @@ class _JsonlFile:
             raise DataError(f"cannot read: {e}", where=path) from e
         self._data = data
         self._fd: int | None = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_fd"] = None
-        state["_lock"] = None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -207,29 +218,20 @@ class _JsonlFile:
 class JsonlSource(_MultiFileSource):
     """JSONL files (plain or gzip); one JSON object per non-blank line."""
 
-    def __init__(self, paths: Sequence[str], **kwargs):
-        super().__init__([_JsonlFile(p) for p in paths], description=", ".join(paths), **kwargs)
+    _part = _JsonlFile
 
 
 # ---------------------------------------------------------------------------------------------
 # Parquet
 
 
-class _ParquetFile:
+class _ParquetFile(_FilePart):
+    _unpickled = ("_table",)
+
     def __init__(self, path: str):
         self.path = path
         self._num_rows = readers.parquet_num_rows(path)
         self._table = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_table"] = None
-        state["_lock"] = None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -246,8 +248,7 @@ class _ParquetFile:
 class ParquetSource(_MultiFileSource):
     """Parquet files; one record per row (rows numbered from 0 in messages)."""
 
-    def __init__(self, paths: Sequence[str], **kwargs):
-        super().__init__([_ParquetFile(p) for p in paths], description=", ".join(paths), **kwargs)
+    _part = _ParquetFile
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,10 +277,7 @@ class _ArrayRecordFile:
 class ArrayRecordSource(_MultiFileSource):
     """ArrayRecord files whose entries are JSON objects as UTF-8 bytes (records numbered from 0)."""
 
-    def __init__(self, paths: Sequence[str], **kwargs):
-        super().__init__(
-            [_ArrayRecordFile(p) for p in paths], description=", ".join(paths), **kwargs
-        )
+    _part = _ArrayRecordFile
 
 
 def write_array_record(path: str, records: Sequence[Mapping[str, Any]]) -> None:
