@@ -31,6 +31,7 @@ from pathlib import Path
 
 import ml_collections
 
+from embeddinggemma_jax import readers
 from embeddinggemma_jax.cache import cache_dir
 from embeddinggemma_jax.tables import format_table
 
@@ -52,13 +53,11 @@ def _tokenizer_corpus(train_jsonl: Path, out: Path, seed: int) -> None:
     from embeddinggemma_jax.text import DEFAULT_PROMPTS
 
     lines = [p.strip() for p in DEFAULT_PROMPTS.values()] + ["title: none | text:"]
-    with open(train_jsonl, encoding="utf-8") as f:
-        for raw in f:
-            r = json.loads(raw)
-            lines.append(r["query"])
-            if r.get("title"):
-                lines.append(f"title: {r['title']} | text:")
-            lines.extend(x for x in r["positive"].split("\n") if x.strip())
+    for _, r in readers.read_jsonl(train_jsonl):
+        lines.append(r["query"])
+        if r.get("title"):
+            lines.append(f"title: {r['title']} | text:")
+        lines.extend(x for x in r["positive"].split("\n") if x.strip())
     random.Random(seed).shuffle(lines)
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
