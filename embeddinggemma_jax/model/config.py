@@ -19,7 +19,7 @@ _SUPPORTED_DTYPES = ("float32", "bfloat16")
 
 # The ModelConfig fields that change how the model runs, not its shape or weights: a training
 # config or a loader may override them on any checkpoint.
-EXECUTION_FIELDS = ("dtype", "attention_impl", "remat", "scan_layers")
+EXECUTION_FIELDS = ("dtype", "attention_impl", "remat", "scan_layers", "quant")
 
 
 def check_dtype(dtype: Any) -> str:
@@ -73,9 +73,16 @@ class ModelConfig:
     attention_impl: str = "auto"  # see model.attention.ATTENTION_IMPLS
     remat: str = "none"  # none | full | dots_saveable
     scan_layers: bool = False
+    # Fake quantization of the weights in the forward pass (QAT, PTQ, quantized inference): a
+    # quant.SCHEMES name ("q4_0", "q8_0", "mixed") or None. Parameters stay float.
+    quant: str | None = None
 
     def __post_init__(self):
         check_dtype(self.dtype)
+        if self.quant is not None:
+            from embeddinggemma_jax.quant.schemes import check_scheme
+
+            check_scheme(self.quant)
         if len(self.layer_types) != self.num_layers:
             raise ValueError(
                 f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers"

@@ -75,5 +75,7 @@ class EmbeddingHead(nn.Module):
         dims = (cfg.embed_dim, *cfg.head_dims)
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
             axes = ("embed", "mlp") if i % 2 == 0 else ("mlp", "embed")
-            h = Einsum((d_in, d_out), "BD,DE->BE", axes, cfg.dtype, name=f"dense_{i}")(h)
+            h = Einsum(
+                (d_in, d_out), "BD,DE->BE", axes, cfg.dtype, quant=cfg.quant, name=f"dense_{i}"
+            )(h)
         return l2_normalize(h).reshape(*pooled.shape[:-1], h.shape[-1])

@@ -13,6 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from embeddinggemma_jax.quant.quantizers import contraction_axes, fake_quant, fake_quant_weight
+from embeddinggemma_jax.quant.schemes import quantizer_for
+
 Initializer = nn.initializers.Initializer
 
 
@@ -50,6 +53,8 @@ class Einsum(nn.Module):
       eqn: einsum string, input first, e.g. 'BTD,DNH->BTNH'.
       axes: logical axis name per weight dimension (None: replicated).
       dtype: compute dtype; the weight is cast to it.
+      quant: a `quant.SCHEMES` name: the weight is fake-quantized by the scheme's rule for this
+        parameter's path (blocks along the contraction axes), straight-through gradient.
     """
 
     shape: Sequence[int]
@@ -57,6 +62,7 @@ class Einsum(nn.Module):
     axes: Sequence[str | None]
     dtype: str = "float32"
     init_std: float = 0.02
+    quant: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -68,6 +74,9 @@ class Einsum(nn.Module):
             tuple(self.shape),
             jnp.float32,
         )
+        quantizer = quantizer_for(self.quant, "/".join(self.scope.path) + "/w")
+        if quantizer is not None:
+            w = fake_quant_weight(quantizer, w, contraction_axes(self.eqn))
         return jnp.einsum(
             self.eqn,
             x.astype(self.dtype),
@@ -83,6 +92,7 @@ class Embed(nn.Module):
     vocab_size: int
     embed_dim: int
     dtype: str = "float32"
+    quant: str | None = None  # a quant.SCHEMES name: gathered rows are fake-quantized
 
     def setup(self):
         self.embedding = self.param(
@@ -94,7 +104,13 @@ class Embed(nn.Module):
 
     def encode(self, tokens_bt: jax.Array) -> jax.Array:
         """Returns: [B, T, D] in the compute dtype."""
-        x_btd = jnp.take(self.embedding, tokens_bt, axis=0).astype(self.dtype)
+        x_btd = jnp.take(self.embedding, tokens_bt, axis=0)
+        # Every quantizer works row by row (blocks or one scale per token row), so quantizing
+        # the gathered rows equals gathering from the quantized table, without the V x D pass.
+        quantizer = quantizer_for(self.quant, "/".join(self.scope.path) + "/embedding")
+        if quantizer is not None:
+            x_btd = fake_quant(quantizer, x_btd.reshape(-1, self.embed_dim)).reshape(x_btd.shape)
+        x_btd = x_btd.astype(self.dtype)
         return x_btd * jnp.asarray(math.sqrt(self.embed_dim), self.dtype)
 
     def decode(self, x_btd: jax.Array) -> jax.Array:

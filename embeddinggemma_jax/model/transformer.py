@@ -64,7 +64,12 @@ class Attention(nn.Module):
         cfg = self.config
         d, n, k, h = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_btnh = Einsum(
-            (d, n, h), "BTD,DNH->BTNH", ("embed", "heads", "head_dim"), cfg.dtype, name="q"
+            (d, n, h),
+            "BTD,DNH->BTNH",
+            ("embed", "heads", "head_dim"),
+            cfg.dtype,
+            quant=cfg.quant,
+            name="q",
         )(x_btd)
         # Outputs keep B, T leading (here and in the MLP): a leading C made XLA compute the
         # transposed product and copy activations around it (~10% of a CPU forward).
@@ -73,6 +78,7 @@ class Attention(nn.Module):
             "BTD,CDKH->BTCKH",
             (None, "embed", "kv_heads", "head_dim"),
             cfg.dtype,
+            quant=cfg.quant,
             name="kv",
         )(x_btd)
         k_btkh, v_btkh = kv_btckh[:, :, 0], kv_btckh[:, :, 1]
@@ -91,7 +97,12 @@ class Attention(nn.Module):
             segments_bs=segments_bt,
         )
         return Einsum(
-            (n, h, d), "BTNH,NHD->BTD", ("heads", "head_dim", "embed"), cfg.dtype, name="o"
+            (n, h, d),
+            "BTNH,NHD->BTD",
+            ("heads", "head_dim", "embed"),
+            cfg.dtype,
+            quant=cfg.quant,
+            name="o",
         )(out_btnh)
 
 
@@ -108,12 +119,18 @@ class MLP(nn.Module):
             "BTD,CDF->BTCF",
             (None, "embed", "mlp"),
             cfg.dtype,
+            quant=cfg.quant,
             name="gating",
         )(x_btd)
         h_btf = jax.nn.gelu(gate_btcf[:, :, 0], approximate=True) * gate_btcf[:, :, 1]
         h_btf = _constrain(h_btf, ("batch", "length", "mlp"))
         return Einsum(
-            (cfg.mlp_dim, cfg.embed_dim), "BTF,FD->BTD", ("mlp", "embed"), cfg.dtype, name="down"
+            (cfg.mlp_dim, cfg.embed_dim),
+            "BTF,FD->BTD",
+            ("mlp", "embed"),
+            cfg.dtype,
+            quant=cfg.quant,
+            name="down",
         )(h_btf)
 
 
@@ -142,7 +159,7 @@ class Transformer(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.embedder = Embed(cfg.vocab_size, cfg.embed_dim, cfg.dtype)
+        self.embedder = Embed(cfg.vocab_size, cfg.embed_dim, cfg.dtype, cfg.quant)
         policy = REMAT_POLICIES[cfg.remat]
         block = Block if cfg.remat == "none" else nn.remat(Block, policy=policy, prevent_cse=False)
         self.block = block
