@@ -239,9 +239,14 @@ def _trial_config(config, mixture: Mapping[str, float], init_from: str | None):
     train = copy.deepcopy(config.train)
     with train.unlocked():
         train.data.datasets = mixtures.with_weights(list(train.data.datasets), mixture)
-        if init_from:
+        if init_from and not train.init_from:  # the shared base run: shape and tokenizer are its
+            from embeddinggemma_jax.train.contrastive import SHAPE_FIELDS
+
             train.init_from = init_from
             train.tokenizer = ""
+            for field in SHAPE_FIELDS:
+                if field in train.model:
+                    train.model[field] = None
         train.eval.task = ""  # the search scores dev itself, once, at the end
     return train
 

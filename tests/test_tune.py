@@ -59,10 +59,11 @@ def get_config(arg=None):
     train.data.datasets = json.loads({datasets!r})
     train.checkpoint.every = 2
     train.checkpoint.keep = 1
+    train.model.mlp_dim = 40  # a shape field: the trials take the base run's shape
     c = ml_collections.ConfigDict()
     c.train = train
     c.search = ml_collections.ConfigDict(dict(
-        num_dirichlet=1, alpha=1.0, num_bo=2, seed=3, sampler="gp", top_k=2, base_steps=0,
+        num_dirichlet=1, alpha=1.0, num_bo=2, seed=3, sampler="gp", top_k=2, base_steps=2,
         tokenizer_vocab=0, eval_batch_size=16, dev_tasks={dev!r}, build={{}}))
     c.lock()
     return c
@@ -169,6 +170,11 @@ def test_search_killed_during_third_trial_resumes(tmp_path):
         link = workdir / "top" / str(rank)
         assert link.resolve() == Path(t["run_dir"]).resolve()
         assert (link / "checkpoints" / "4" / "params").is_dir()
+        trial_config = json.loads((link / "train_config.json").read_text())
+        assert trial_config["init_from"] == str(workdir / "base")  # the shared base run
+    from embeddinggemma_jax import checkpoint
+
+    assert checkpoint.load_model_info(workdir / "base")[1]["model_config"]["mlp_dim"] == 40
     # A third run has nothing left to do and redoes nothing.
     again = subprocess.run(
         _command(config, workdir), cwd=REPO, env=_env(), capture_output=True, text=True
