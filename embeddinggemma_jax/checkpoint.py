@@ -346,11 +346,17 @@ def describe_model(
     **extra: Any,
 ) -> dict[str, Any]:
     """The ``model`` item of a checkpoint for an embedding model (what `load_for_inference`
-    reads); the tokenizer entry is filled in by `save_params`."""
-    info = {"task": task, "model_config": dataclasses.asdict(model_config), **extra}
-    if prompts is not None:
-        info["prompts"] = dict(prompts)
-    return info
+    reads): model config, prompt table (default: the released model's), task; the tokenizer
+    entry is filled in by `save_params`."""
+    from embeddinggemma_jax.text.prompts import DEFAULT_PROMPTS
+
+    prompts = dict(DEFAULT_PROMPTS if prompts is None else prompts)
+    return {
+        "task": task,
+        "model_config": dataclasses.asdict(model_config),
+        "prompts": prompts,
+        **extra,
+    }
 
 
 def save_params(
@@ -481,6 +487,11 @@ def resolve_step_dir(
     missing folder, a folder with no complete checkpoint, or a step that does not exist."""
     where = str(path)
     p = as_path(path)
+    if not p.exists() and p.name.isdigit() and p.parent.is_dir():
+        have = ", ".join(str(s) for s, _ in complete_steps(p.parent)) or "none"
+        raise CheckpointError(
+            f"no step {p.name} in {p.parent} (complete steps: {have})", where=where
+        )
     if not p.exists():
         shown = f" ({p})" if str(p) != where.rstrip("/") else ""
         raise CheckpointError(f"no such folder{shown}", where=where)
@@ -563,8 +574,8 @@ def check_shapes(item_dir: Path, target: Any, what: str, shown: Any = None) -> N
     (says which entry and both shapes); DamagedCheckpointError when the metadata is unreadable."""
     where = str(shown if shown is not None else item_dir.parent)
     try:
-        with ocp.StandardCheckpointer() as ckptr:
-            stored = ckptr.metadata(item_dir).item_metadata
+        # The handler reads the item's own metadata (the Checkpointer looks for a step's).
+        stored = ocp.PyTreeCheckpointHandler().metadata(epath.Path(item_dir))
     except Exception as e:
         raise DamagedCheckpointError(
             f"unreadable {item_dir.name} ({_first_line(e)})", where=where
