@@ -209,11 +209,13 @@ class Trainer:
 
     # -- state ----------------------------------------------------------------------------------
     def restore_or_init(self) -> int:
-        """Restores the latest checkpoint of the workdir, or initialises; returns the step."""
-        latest = self.checkpointer.latest_step()
-        if latest is not None:
-            target = abstract_state(self.tx, self.param_shapes, self.state_shardings)
-            self.state, meta = self.checkpointer.restore(latest, target)
+        """Restores the newest intact checkpoint of the workdir (damaged ones are moved aside
+        with a warning: `Checkpointer.restore_latest`), or initialises; returns the step."""
+        target = abstract_state(self.tx, self.param_shapes, self.state_shardings)
+        restored = self.checkpointer.restore_latest(target)
+        if restored is not None:
+            self.state, meta = restored
+            latest = int(meta["step"])
             if meta.get("data") is not None:
                 self.data_iter.set_state(meta["data"])
             else:
