@@ -104,15 +104,20 @@ class Embedder:
         attention_impl: str = "auto",
         pack_length: int | str | None = "auto",
         scan_layers: bool = True,
+        quant: str | None = None,
     ) -> Embedder:
         """Loads a sentence-transformers / Hugging Face folder, a hub id, or an Orbax checkpoint
         directory written by training (a step directory, or the workdir: latest step).
         `pack_length`: see `Embedder`; `scan_layers`: `ModelConfig.scan_layers` (on by default
-        here: the same embeddings, half the compile time per batch shape)."""
+        here: the same embeddings, half the compile time per batch shape); `quant`: a
+        `quant.SCHEMES` name ("q8_0", "q4_0", "mixed"): the weights are fake-quantized as the
+        exports of that scheme store them (`ModelConfig.quant`)."""
         from embeddinggemma_jax import checkpoint
 
         dtype = check_dtype(dtype)
-        overrides = dict(dtype=dtype, attention_impl=attention_impl, scan_layers=scan_layers)
+        overrides = dict(
+            dtype=dtype, attention_impl=attention_impl, scan_layers=scan_layers, quant=quant
+        )
         if checkpoint.is_run_path(path_or_id):  # run, checkpoints or step folder, or gs:// URL
             config, params, tokenizer_file, prompts = checkpoint.load_for_inference(path_or_id)
             config = dataclasses.replace(config, **overrides)
@@ -141,11 +146,17 @@ class Embedder:
         )
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Writes a sentence-transformers folder (loadable by SentenceTransformer(path))."""
+        """Writes a sentence-transformers folder (loadable by SentenceTransformer(path)); a
+        quantized Embedder writes its dequantized weights (what it computes with)."""
+        params = jax.device_get(self.params)
+        if self.config.quant is not None:
+            from embeddinggemma_jax.quant.params import quantized_params
+
+            params = quantized_params(params, self.config, self.config.quant)
         return save_sentence_transformer(
             path,
-            jax.device_get(self.params),
-            dataclasses.replace(self.config, dtype="float32"),
+            params,
+            dataclasses.replace(self.config, dtype="float32", quant=None),
             prompts=self.prompts,
             max_seq_length=self.max_length,
             tokenizer_source=self.tokenizer_files,
