@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q $$(test -d ../shared/wheels && echo --find-links ../shared/wheels) -e '.[test]'
 	touch $(STAMP)
 
 setup: $(STAMP)
