@@ -145,15 +145,16 @@ def check_override(config: Any, key: str, flag: str = "--config") -> None:
     except (KeyError, AttributeError, IndexError, ValueError):
         pass
     keys = config_keys(config)
-    hint = did_you_mean(key, keys, prefix=f"{flag}.")
-    if not hint:  # e.g. init.path for init_from: match the first missing part among its siblings
-        parts = key.split(".")
-        for depth in range(1, len(parts) + 1):
-            if ".".join(parts[:depth]) not in keys:
-                parent = ".".join(parts[: depth - 1])
-                siblings = [k for k in keys if k.rpartition(".")[0] == parent]
-                hint = did_you_mean(".".join(parts[:depth]), siblings, prefix=f"{flag}.")
-                break
+    # The first part that is not a key, matched among its siblings (init.path -> init_from);
+    # failing that, the whole key among all keys.
+    hint, parts = "", key.split(".")
+    for depth in range(1, len(parts) + 1):
+        if ".".join(parts[:depth]) not in keys:
+            parent = ".".join(parts[: depth - 1])
+            siblings = [k for k in keys if k.rpartition(".")[0] == parent]
+            hint = did_you_mean(".".join(parts[:depth]), siblings, prefix=f"{flag}.")
+            break
+    hint = hint or did_you_mean(key, keys, prefix=f"{flag}.")
     raise LocatedError(f"no such config key{hint}", where=f"{flag}.{key}")
 
 

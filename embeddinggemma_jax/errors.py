@@ -37,5 +37,8 @@ def did_you_mean(name: str, choices, *, prefix: str = "") -> str:
     """
     import difflib
 
-    close = difflib.get_close_matches(name, [str(c) for c in choices], n=1, cutoff=0.6)
+    choices = [str(c) for c in choices]
+    # A choice that starts with the name (init -> init_from) beats one merely as similar.
+    starts = [c for c in choices if name and c.startswith(name)]
+    close = difflib.get_close_matches(name, starts or choices, n=1, cutoff=0.6 if not starts else 0)
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
