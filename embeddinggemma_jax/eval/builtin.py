@@ -3,8 +3,10 @@ named by `BUILTIN_TASKS`; `eval.registry.get_task(name)` builds one)."""
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -230,12 +232,55 @@ def lee_sts() -> STSTask:
     )
 
 
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+# Topical files of the Debian package `fortunes` (the catch-all ones - cookie, wisdom, zippy, ...
+# - have no subject; `debian` is left out to stay clear of anything about Debian packages).
+FORTUNE_CATEGORIES = (
+    "computers", "education", "food", "law", "linux", "love", "medicine", "pets", "politics",
+    "science", "sports", "startrek",
+)  # fmt: skip
+
+
+def _fortunes(path: Path) -> list[str]:
+    """The fortunes of one strfile source: entries separated by lines holding only "%"."""
+    utf8 = path.with_name(path.name + ".u8")  # the UTF-8 copy, where the package ships one
+    raw = (utf8 if utf8.is_file() else path).read_bytes()
+    text = raw.decode("utf-8" if utf8.is_file() else "latin-1")
+    text = re.sub(r".\x08", "", text)  # overstriking (bold/underline by backspacing)
+    return [" ".join(f.split()) for f in re.split(r"\n%\n", text.strip("\n%")) if f.strip()]
+
+
+@lru_cache(maxsize=4)
+def fortune_clustering(per_category: int = 60, folder: str | None = None) -> ClusteringTask:
+    """Cluster fortune-cookie quotes by the file they come from (computers, law, medicine, ...:
+    `FORTUNE_CATEGORIES`), from the Debian package `fortunes` (optional: a UserError naming it
+    when missing). Fortunes of 40-300 characters, at most `per_category` per file, chosen by a
+    hash of their text (deterministic); a text in two files is dropped."""
+    root = Path(folder) if folder else FORTUNES_DIR
+    missing = [c for c in FORTUNE_CATEGORIES if not (root / c).is_file()]
+    if missing:
+        raise UserError(
+            f"task 'fortune-clustering' reads {root}/{missing[0]}, from the Debian package "
+            "'fortunes', which is not installed (apt-get install fortunes)"
+        )
+    by_category = {c: [f for f in _fortunes(root / c) if 40 <= len(f) <= 300]
+                   for c in FORTUNE_CATEGORIES}  # fmt: skip
+    counts = collections.Counter(f for fs in by_category.values() for f in set(fs))
+    texts, labels = [], []
+    for category, found in by_category.items():
+        unique = sorted({f for f in found if counts[f] == 1}, key=_stable_hash)
+        texts += unique[:per_category]
+        labels += [category] * len(unique[:per_category])
+    return ClusteringTask(name="fortune-clustering", texts=texts, labels=labels)
+
+
 BUILTIN_TASKS: dict[str, Callable[[], Task]] = {
     "stdlib-code-search": stdlib_code_search,
     "stdlib-docstring-classification": stdlib_docstring_classification,
     "stdlib-docstring-clustering": stdlib_docstring_clustering,
     "humanize-bitext": humanize_bitext,
     "lee-sts": lee_sts,
+    "fortune-clustering": fortune_clustering,
 }
 
 # The package's one cache folder helper, under the name this API always had.

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import math
+import random
 import re
 
 import numpy as np
@@ -87,3 +88,23 @@ def test_builtin_task_names_its_missing_package(monkeypatch):
     )
     with pytest.raises(UserError, match=r"'lee-sts'.*pip package 'gensim'.*pip install gensim"):
         builtin.lee_sts.__wrapped__()
+
+
+def test_builtin_fortune_clustering_on_the_debian_package():
+    if not all((builtin.FORTUNES_DIR / c).is_file() for c in builtin.FORTUNE_CATEGORIES):
+        pytest.skip("the optional Debian package 'fortunes' is not installed")
+    task = get_task("fortune-clustering")
+    assert set(task.labels) == set(builtin.FORTUNE_CATEGORIES)
+    assert max(collections.Counter(task.labels).values()) == 60
+    assert len(set(task.texts)) == len(task.texts) and all(40 <= len(t) <= 300 for t in task.texts)
+    again = builtin.fortune_clustering.__wrapped__()  # rebuilt, not the cached object
+    assert again.texts == task.texts and again.labels == task.labels
+    got = task.evaluate(_tfidf_encoder, [2048])[2048]["v_measure"]
+    shuffled = random.Random(0).sample(list(task.labels), len(task.labels))
+    control = dataclasses.replace(task, labels=shuffled).evaluate(_tfidf_encoder, [2048])[2048]
+    assert got > control["v_measure"] + 0.02  # the files' subjects are in the words
+
+
+def test_fortune_clustering_names_its_missing_package(tmp_path):
+    with pytest.raises(UserError, match=r"Debian package 'fortunes'.*apt-get install fortunes"):
+        builtin.fortune_clustering.__wrapped__(folder=str(tmp_path))
