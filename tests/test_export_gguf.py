@@ -1,0 +1,85 @@
+"""Our GGUF writer, run by llama.cpp (llama-cpp-python) on a small random model with Gemma's
+tokenizer: the same ids, and the embeddings of our forward (F32) / quantized forward (Q8_0, Q4_0),
+on a text longer than the local window."""
+
+import jax
+import numpy as np
+import pytest
+
+from embeddinggemma_jax.embedder import Embedder
+from embeddinggemma_jax.errors import UserError
+from embeddinggemma_jax.interop.gguf_export import write_gguf
+from embeddinggemma_jax.model.config import ModelConfig, layer_pattern
+from embeddinggemma_jax.model.model import init_params
+from embeddinggemma_jax.text.tokenizer import Tokenizer
+
+TEXTS = [
+    "hello world",
+    "task: search result | query: how to sort a dict by value",
+    "title: none | text: " + "a much longer text that crosses the local window " * 6,
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = ModelConfig.tiny(
+        vocab_size=262_144,
+        embed_dim=64,
+        head_dim=32,
+        mlp_dim=96,
+        num_layers=6,
+        layer_types=layer_pattern(6),
+        sliding_window=12,  # local layers see |i - j| < 7
+        query_pre_attn_scalar=32.0,
+        head_dims=(160, 64),
+        matryoshka_dims=(64,),
+        max_length=512,
+    )
+    params = jax.device_get(init_params(cfg, jax.random.key(0)))
+    # Larger weights than the init so every layer moves the result.
+    return cfg, jax.tree.map(lambda x: np.asarray(x) * (30 if x.ndim > 1 else 1), params)
+
+
+@pytest.mark.parametrize("quant,floor", [("f32", 0.99999), ("q8_0", 0.999), ("q4_0", 0.999)])
+def test_llama_cpp_runs_our_gguf(model, gemma_tokenizer_model, tmp_path, quant, floor):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    cfg, params = model
+    path = write_gguf(
+        tmp_path / "m.gguf",
+        params,
+        cfg,
+        tokenizer_file=gemma_tokenizer_model,
+        quant=quant,
+        progress=False,
+    )
+    llm = llama_cpp.Llama(
+        model_path=str(path),
+        embedding=True,
+        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+        n_ctx=512,
+        n_batch=512,
+        n_ubatch=512,
+        verbose=False,
+    )
+    ours = Embedder(
+        cfg.replace(quant=None if quant == "f32" else quant),
+        params,
+        Tokenizer(gemma_tokenizer_model),
+        max_length=512,
+    )
+    ids = ours.tokenizer.encode(TEXTS)
+    assert [llm.tokenize(t.encode()) for t in TEXTS] == [list(map(int, x)) for x in ids]
+    assert len(ids[-1]) > 2 * cfg.window
+    got = np.asarray([llm.embed(t) for t in TEXTS], np.float32)
+    got /= np.linalg.norm(got, axis=-1, keepdims=True)
+    cos = np.sum(got * ours.encode(TEXTS), axis=-1)
+    assert cos.min() >= floor, cos
+
+
+def test_mixed_is_refused_for_gguf(model, gemma_tokenizer_model, tmp_path):
+    cfg, params = model
+    with pytest.raises(UserError, match="no GGUF tensor type"):
+        write_gguf(
+            tmp_path / "m.gguf", params, cfg, tokenizer_file=gemma_tokenizer_model, quant="mixed"
+        )
+    assert not list(tmp_path.iterdir())
