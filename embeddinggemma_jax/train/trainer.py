@@ -139,9 +139,10 @@ class Trainer:
         gbs = task.global_batch_size
         shards = parallel.batch_shards(self.mesh)
         if gbs is not None and gbs % shards:
-            raise ValueError(
-                f"data.global_batch_size={gbs} is not divisible by the mesh's {shards} batch "
-                f"shards ({parallel.describe(self.mesh)})"
+            raise LocatedError(
+                f"{gbs} is not divisible by the mesh's {shards} batch shards "
+                f"({parallel.describe(self.mesh)})",
+                where="config.data.global_batch_size",
             )
         # Open (and validate) the data before any expensive model work.
         self.data_iter = task.data_iterator(0)
@@ -211,6 +212,7 @@ class Trainer:
     def restore_or_init(self) -> int:
         """Restores the newest intact checkpoint of the workdir (damaged ones are moved aside
         with a warning: `Checkpointer.restore_latest`), or initialises; returns the step."""
+        self.checkpointer.copy_tokenizer(self.task.tokenizer_file())  # another one: UserError
         target = abstract_state(self.tx, self.param_shapes, self.state_shardings)
         restored = self.checkpointer.restore_latest(target)
         if restored is not None:
