@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", default="float32", help="compute dtype: float32 or bfloat16")
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per text")
+    parser.add_argument(
+        "--quant",
+        default=None,
+        choices=("q8_0", "q4_0", "mixed"),
+        help="evaluate the fake-quantized model (exactly the numerics the exports of that scheme hold)",
+    )
     parser.add_argument("--progress", action="store_true", help="show encoding progress bars")
     parser.add_argument(
         "--steps", default=None, help="evaluate a training run: all, latest, best or N,M,..."
@@ -120,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     from embeddinggemma_jax.embedder import Embedder
 
-    embedder = Embedder.from_pretrained(args.model, dtype=args.dtype, max_length=args.max_length)
+    embedder = Embedder.from_pretrained(
+        args.model, dtype=args.dtype, max_length=args.max_length, quant=args.quant
+    )
     report = evaluate_embedder(
         embedder,
         loaded,
@@ -158,7 +166,9 @@ def _evaluate_run(args, loaded) -> dict:
         rows = json.loads(out.read_text(encoding="utf-8")).get("rows", [])
         checkpoints.check_tasks_match(rows, [t.name for t in loaded], args.dims)
     writer = None
-    embedders = checkpoints.StepEmbedders(dtype=args.dtype, max_length=args.max_length)
+    embedders = checkpoints.StepEmbedders(
+        dtype=args.dtype, max_length=args.max_length, quant=args.quant
+    )
     try:
         for row in checkpoints.evaluate_steps(
             args.model,

@@ -78,3 +78,20 @@ def test_cli_on_orbax_checkpoint(tiny_embedder, local_tasks, tmp_path):
 def test_cli_fails_on_unknown_task_before_loading(tmp_path):
     with pytest.raises(KeyError, match="unknown task"):
         main(["--model", str(tmp_path / "missing"), "--tasks", "no-such-task"])
+
+
+def test_cli_quant_evaluates_the_quantized_model(tiny_embedder, local_tasks, tmp_path):
+    """--quant scores exactly what Embedder.from_pretrained(quant=...) encodes, not the float model."""
+    from embeddinggemma_jax import Embedder
+
+    model_dir = tiny_embedder.save_pretrained(tmp_path / "model")
+    task = local_tasks[0]
+    folder = task.save(tmp_path / task.name)
+    args = ["--model", str(model_dir), "--tasks", str(folder), "--dims", "40",
+            "--output", str(tmp_path / "r.json"), "--batch-size", "16"]  # fmt: skip
+    quantized = main([*args, "--quant", "mixed"])["tasks"][task.name]["results"]["40"]
+    plain = main(args)["tasks"][task.name]["results"]["40"]
+    q_model = Embedder.from_pretrained(model_dir, quant="mixed")  # per channel: any size
+    direct = task.evaluate(embedder_encode_fn(q_model, batch_size=16), [40])[40]
+    assert quantized == pytest.approx(direct, abs=1e-6)
+    assert quantized != plain
