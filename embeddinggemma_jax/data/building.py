@@ -69,6 +69,16 @@ def file_sha(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+def builder_key(version: int, builder_file: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """A build's cache key: the builder's version and the source of its module and of this one
+    (an edit to either rebuilds), then the build's `options` in the order given."""
+    return {
+        "builder_version": version,
+        "builder_sha": file_sha(builder_file) + file_sha(__file__),
+        **options,
+    }
+
+
 def hash_order(seed: int, name: str) -> bytes:
     """A sort key fixed by (seed, name): a deterministic shuffle that does not depend on the set."""
     return hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()

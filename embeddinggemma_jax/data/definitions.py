@@ -234,19 +234,19 @@ def build_definitions(
     """
     root_path = gcide_dir() if root is None else Path(root)
     out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
-    key = {
-        "builder_version": BUILDER_VERSION,
-        "builder_sha": building.file_sha(__file__) + building.file_sha(building.__file__),
-        "root": str(root_path.resolve()),
-        "letters": sorted(x.upper() for x in letters) if letters else None,
-        "max_records": max_records,
-        "max_eval_records": max_eval_records,
-        "min_words": min_words,
-        "num_negatives": num_negatives,
-        "dev_fraction": dev_fraction,
-        "test_fraction": test_fraction,
-        "seed": seed,
-    }
+    key = building.builder_key(
+        BUILDER_VERSION,
+        __file__,
+        root=str(root_path.resolve()),
+        letters=sorted(x.upper() for x in letters) if letters else None,
+        max_records=max_records,
+        max_eval_records=max_eval_records,
+        min_words=min_words,
+        num_negatives=num_negatives,
+        dev_fraction=dev_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
 
     def build(tmp: Path) -> dict:
         pairs = collect_pairs(root_path, letters, min_words=min_words)

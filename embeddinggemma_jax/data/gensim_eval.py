@@ -112,12 +112,12 @@ def build_gensim_eval(
 
     root_path = gensim_data_dir() if root is None else Path(root)
     out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
-    key = {
-        "builder_version": BUILDER_VERSION,
-        "builder_sha": building.file_sha(__file__) + building.file_sha(building.__file__),
-        "root": str(root_path.resolve()),
-        "seed": seed,
-    }
+    key = building.builder_key(
+        BUILDER_VERSION,
+        __file__,
+        root=str(root_path.resolve()),
+        seed=seed,
+    )
 
     def build(tmp: Path) -> dict:
         docs, sims = read_lee(root_path)

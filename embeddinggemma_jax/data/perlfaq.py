@@ -197,18 +197,18 @@ def build_perlfaq(
     """
     root_path = faq_dir() if root is None else Path(root)
     out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
-    key = {
-        "builder_version": BUILDER_VERSION,
-        "builder_sha": building.file_sha(__file__) + building.file_sha(building.__file__),
-        "root": str(root_path.resolve()),
-        "max_records": max_records,
-        "max_eval_records": max_eval_records,
-        "max_answer_chars": max_answer_chars,
-        "num_negatives": num_negatives,
-        "dev_fraction": dev_fraction,
-        "test_fraction": test_fraction,
-        "seed": seed,
-    }
+    key = building.builder_key(
+        BUILDER_VERSION,
+        __file__,
+        root=str(root_path.resolve()),
+        max_records=max_records,
+        max_eval_records=max_eval_records,
+        max_answer_chars=max_answer_chars,
+        num_negatives=num_negatives,
+        dev_fraction=dev_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
 
     def build(tmp: Path) -> dict:
         pods = sorted(root_path.glob("perl*faq*.pod"))
