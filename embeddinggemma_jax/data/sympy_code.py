@@ -16,7 +16,6 @@ CLI: ``python -m embeddinggemma_jax.data.build --dataset sympy``
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,13 +31,11 @@ _SKIP = {"benchmarks"}
 
 def sympy_root() -> Path:
     """The installed SymPy package directory."""
-    spec = importlib.util.find_spec("sympy")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "sympy: SymPy is not installed; its source is this dataset's source "
-            "(pip install 'embeddinggemma-jax[data]', or pip install sympy)"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
+    return building.installed_dir(
+        "sympy",
+        missing="sympy: SymPy is not installed; its source is this dataset's source "
+        "(pip install 'embeddinggemma-jax[data]', or pip install sympy)",
+    )
 
 
 def collect(
@@ -75,19 +72,27 @@ def _write_split(tmp: Path, split: str, functions: list, num_negatives: int, see
     return counts
 
 
+DATASET = building.UnitDataset(
+    NAME,
+    BUILDER_VERSION,
+    (stdlib.__file__, __file__),  # the extraction is stdlib's
+    TASK,
+    "code",
+    unit=lambda f: f.package,
+    record_id=lambda f: f.id,
+    write_split=_write_split,
+    max_eval_records=2000,
+)
+
+
 def build_sympy(
     out_dir: str | os.PathLike | None = None,
     *,
     root: str | os.PathLike | None = None,
     subpackages: Sequence[str] | None = None,
-    max_records: int | None = None,
-    max_eval_records: int | None = 2000,
     min_body_lines: int = 3,
-    num_negatives: int = 3,
-    dev_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
     force: bool = False,
+    **splitting,
 ) -> building.DatasetPaths:
     """Builds (or returns the cached) SymPy code-search dataset; see the module docstring.
 
@@ -95,42 +100,21 @@ def build_sympy(
       out_dir: output directory (default: ``<cache>/data/sympy``).
       root: the sympy package directory (default: the installed one).
       subpackages: only these subpackages / top-level modules (e.g. ``["logic", "sets", "crypto"]``).
-      max_records: cap on the train records (a seeded subset); max_eval_records: on dev and test.
       min_body_lines: minimum code lines of a function body.
-      num_negatives: BM25 hard negatives per record.
-      dev_fraction / test_fraction: share of the functions held out in whole subpackages.
-      seed: fixes the split, the caps and any random negative fill.
       force: rebuild even if cached.
+      splitting: `building.Splitting` (caps, negatives, held-out shares of whole subpackages,
+        seed; max_eval_records defaults to 2000 here).
     """
     root_path = sympy_root() if root is None else Path(root)
-    out = building.default_dir(NAME) if out_dir is None else Path(out_dir)
-    key = {
-        "builder_version": BUILDER_VERSION,
-        "builder_sha": "".join(building.file_sha(m.__file__) for m in (stdlib, building))
-        + building.file_sha(__file__),
-        "root": str(root_path.resolve()),
-        "subpackages": sorted(subpackages) if subpackages else None,
-        "max_records": max_records,
-        "max_eval_records": max_eval_records,
-        "min_body_lines": min_body_lines,
-        "num_negatives": num_negatives,
-        "dev_fraction": dev_fraction,
-        "test_fraction": test_fraction,
-        "seed": seed,
-    }
-
-    def build(tmp: Path) -> dict:
-        functions = collect(root_path, subpackages, min_body_lines=min_body_lines)
-        sizes: dict[str, int] = {}
-        for f in functions:
-            sizes[f.package] = sizes.get(f.package, 0) + 1
-        unit_split = building.split_units(sizes, dev_fraction, test_fraction, seed)
-        counts = {}
-        for split in building.SPLITS:
-            rows = [f for f in functions if unit_split[f.package] == split]
-            cap = max_records if split == "train" else max_eval_records
-            rows = building.take(rows, cap, seed, lambda f: f.id)
-            counts[split] = _write_split(tmp, split, rows, num_negatives, seed)
-        return {"name": NAME, "task": TASK, "group": "code", "splits": counts}
-
-    return building.cached_build(out, key, build, force=force)
+    return building.build_units(
+        DATASET,
+        out_dir,
+        root_path,
+        {
+            "subpackages": sorted(subpackages) if subpackages else None,
+            "min_body_lines": min_body_lines,
+        },
+        lambda: collect(root_path, subpackages, min_body_lines=min_body_lines),
+        force=force,
+        **splitting,
+    )

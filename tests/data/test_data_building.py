@@ -76,3 +76,13 @@ def test_cached_build_replaces_the_output_only_when_complete(tmp_path):
     # The previous complete build is still there, and no temporary directory is left.
     assert (out / "train.jsonl").read_text() == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_installed_dir_finds_a_package_folder_without_importing_it():
+    from embeddinggemma_jax.errors import UserError
+
+    json_dir = building.installed_dir("json", marker="decoder.py", missing="unused")
+    assert (json_dir / "decoder.py").is_file()
+    for package, marker in (("no_such_package_here", None), ("json", "no_such_file.py")):
+        with pytest.raises(UserError, match="pip install it"):
+            building.installed_dir(package, marker=marker, missing="pip install it")
