@@ -219,6 +219,28 @@ def save_retrieval(
     return {"corpus": len(task.corpus), "queries": len(task.queries)}
 
 
+def distinct_queries(
+    items: Iterable,
+    key: Callable[[Any], Any],
+    text: Callable[[Any], str],
+    doc_id: Callable[[Any], str],
+    query_id: Callable[[Any, int], str],
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """(queries, qrels) of retrieval over `items`: one query per distinct ``key(item)``, with the
+    first such item's text and id (``query_id(item, number of queries so far)``); every item of
+    the key makes its ``doc_id(item)`` relevant."""
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    query_of: dict[Any, str] = {}
+    for item in items:
+        k = key(item)
+        if k not in query_of:
+            query_of[k] = query_id(item, len(query_of))
+            queries[query_of[k]] = text(item)
+        qrels.setdefault(query_of[k], {})[doc_id(item)] = 1
+    return queries, qrels
+
+
 STANDARD_FILES = tuple(f"{s}.jsonl" for s in SPLITS) + ("dev", "test")
 
 
@@ -301,9 +323,10 @@ class Splitting:
 class UnitDataset:
     """A dataset of records that come in natural units, built by `build_units`.
 
-    `write_split(tmp, split, records, num_negatives, seed)` writes ``<split>.jsonl`` (and the
-    split's retrieval task when not train) and returns its counts. A record whose `distinct`
-    text an earlier split (train, then dev) has is dropped from the later one.
+    ``records(items, num_negatives, seed)`` gives a split's training records (``<split>.jsonl``)
+    and its counts; ``retrieval(items)`` the (corpus, queries, qrels) of its retrieval task (dev
+    and test). An item whose `distinct` text an earlier split (train, then dev) has is dropped
+    from the later one.
     """
 
     name: str
@@ -313,7 +336,8 @@ class UnitDataset:
     group: str
     unit: Callable[[Any], str]
     record_id: Callable[[Any], str]  # stable: orders the seeded caps
-    write_split: Callable[[Path, str, list, int, int], dict]
+    records: Callable[[list, int, int], tuple[Iterable[dict], dict]]
+    retrieval: Callable[[list], tuple[Mapping, Mapping, Mapping]]
     distinct: Callable[[Any], str] | None = None
     max_eval_records: int | None = None  # this dataset's default cap on dev and test
     manifest: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # more of its facts
@@ -364,10 +388,14 @@ def build_units(
     )
 
     def build(tmp: Path) -> dict:
-        counts = {
-            split: dataset.write_split(tmp, split, records, s.num_negatives, s.seed)
-            for split, records in split_records(collect(), dataset, s).items()
-        }
+        counts = {}
+        for split, items in split_records(collect(), dataset, s).items():
+            records, counts[split] = dataset.records(items, s.num_negatives, s.seed)
+            write_jsonl(tmp / f"{split}.jsonl", records)
+            if split != "train":
+                task = dataset.retrieval(items)
+                name = f"{dataset.name}-{split}"
+                counts[split]["task"] = save_retrieval(tmp / split, name, *task, dataset.task)
         about = {"name": dataset.name, "task": dataset.task, "group": dataset.group}
         return {**about, **dataset.manifest, "splits": counts}
 

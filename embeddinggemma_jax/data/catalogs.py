@@ -143,14 +143,14 @@ def collect_pairs(
     return pairs
 
 
-def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, seed: int) -> dict:
+def _records(pairs: list[dict], num_negatives: int, seed: int) -> tuple[list[dict], dict]:
     sources = sorted({p["source"] for p in pairs})
     index = {s: i for i, s in enumerate(sources)}
     tokens = [building.bm25_tokens(s) for s in sources]
     negatives = building.bm25_negatives(
         tokens, tokens, [{i} for i in range(len(sources))], num_negatives, seed
     )
-    records = (
+    records = [
         {
             "query": p["target"],
             "positive": p["source"],
@@ -160,28 +160,26 @@ def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, s
             "positive_id": p["source"],
         }
         for p in pairs
-    )
-    building.write_jsonl(tmp / f"{split}.jsonl", records)
+    ]
     counts = {
         "records": len(pairs),
         "english_messages": len(sources),
         "locales": len({p["locale"] for p in pairs}),
         "apps": sorted({p["app"] for p in pairs}),
     }
-    if split != "train":
-        doc_ids = {s: f"en:{i}" for i, s in enumerate(sources)}
-        queries, qrels, query_of = {}, {}, {}
-        for p in pairs:
-            key = (p["locale"], p["target"])
-            if key not in query_of:  # one query per distinct translation text in a locale
-                query_of[key] = f"{p['locale']}:{len(query_of)}"
-                queries[query_of[key]] = p["target"]
-            qrels.setdefault(query_of[key], {})[doc_ids[p["source"]]] = 1
-        corpus = {doc_ids[s]: ("", s) for s in sources}
-        counts["task"] = building.save_retrieval(
-            tmp / split, f"{NAME}-{split}", corpus, queries, qrels, TASK
-        )
-    return counts
+    return records, counts
+
+
+def _retrieval(pairs: list[dict]) -> tuple[dict, dict, dict]:
+    doc_ids = {s: f"en:{i}" for i, s in enumerate(sorted({p["source"] for p in pairs}))}
+    queries, qrels = building.distinct_queries(
+        pairs,
+        key=lambda p: (p["locale"], p["target"]),  # one query per translation text in a locale
+        text=lambda p: p["target"],
+        doc_id=lambda p: doc_ids[p["source"]],
+        query_id=lambda p, n: f"{p['locale']}:{n}",
+    )
+    return {i: ("", s) for s, i in doc_ids.items()}, queries, qrels
 
 
 DATASET = building.UnitDataset(
@@ -192,7 +190,8 @@ DATASET = building.UnitDataset(
     "language",
     unit=lambda p: p["app"],
     record_id=lambda p: f"{p['locale']}:{p['source']}",
-    write_split=_write_split,
+    records=_records,
+    retrieval=_retrieval,
     distinct=lambda p: p["source"],  # no English text in two splits
     max_eval_records=5000,
 )

@@ -134,7 +134,7 @@ def _key(definition: str) -> str:
     return " ".join(_words(definition))
 
 
-def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, seed: int) -> dict:
+def _records(pairs: list[dict], num_negatives: int, seed: int) -> tuple[list[dict], dict]:
     terms = sorted({p["term"] for p in pairs})
     index = {t: i for i, t in enumerate(terms)}
     text_of: dict[str, list[str]] = {t: [] for t in terms}
@@ -149,7 +149,7 @@ def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, s
         num_negatives,
         seed,
     )
-    records = (
+    records = [
         {
             "query": p["definition"],
             "positive": p["term"],
@@ -159,27 +159,25 @@ def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, s
             "positive_id": p["term"],
         }
         for p, negs in zip(pairs, negatives)
-    )
-    building.write_jsonl(tmp / f"{split}.jsonl", records)
+    ]
     counts = {
         "records": len(pairs),
         "terms": len(terms),
         "volumes": sorted({p["volume"] for p in pairs}),
     }
-    if split != "train":
-        doc_ids = {t: f"t:{i}" for i, t in enumerate(terms)}
-        queries, qrels, query_of = {}, {}, {}
-        for p in pairs:
-            key = _key(p["definition"])
-            if key not in query_of:
-                query_of[key] = f"d:{len(query_of)}"
-                queries[query_of[key]] = p["definition"]
-            qrels.setdefault(query_of[key], {})[doc_ids[p["term"]]] = 1
-        corpus = {doc_ids[t]: ("", t) for t in terms}
-        counts["task"] = building.save_retrieval(
-            tmp / split, f"{NAME}-{split}", corpus, queries, qrels, TASK
-        )
-    return counts
+    return records, counts
+
+
+def _retrieval(pairs: list[dict]) -> tuple[dict, dict, dict]:
+    doc_ids = {t: f"t:{i}" for i, t in enumerate(sorted({p["term"] for p in pairs}))}
+    queries, qrels = building.distinct_queries(
+        pairs,
+        key=lambda p: _key(p["definition"]),
+        text=lambda p: p["definition"],
+        doc_id=lambda p: doc_ids[p["term"]],
+        query_id=lambda p, n: f"d:{n}",
+    )
+    return {i: ("", t) for t, i in doc_ids.items()}, queries, qrels
 
 
 DATASET = building.UnitDataset(
@@ -190,7 +188,8 @@ DATASET = building.UnitDataset(
     "task",
     unit=lambda p: p["volume"],
     record_id=lambda p: f"{p['term']}:{p['definition']}",
-    write_split=_write_split,
+    records=_records,
+    retrieval=_retrieval,
     distinct=lambda p: _key(p["definition"]),  # no definition text in two splits
     max_eval_records=5000,
 )

@@ -131,7 +131,7 @@ def read_pod(path: str | os.PathLike, max_answer_chars: int = 2000) -> list[tupl
     return out
 
 
-def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, seed: int) -> dict:
+def _records(pairs: list[dict], num_negatives: int, seed: int) -> tuple[list[dict], dict]:
     answers = [p["answer"] for p in pairs]
     negatives = building.bm25_negatives(
         [building.bm25_tokens(p["question"]) for p in pairs],
@@ -140,7 +140,7 @@ def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, s
         num_negatives,
         seed,
     )
-    records = (
+    records = [
         {
             "query": p["question"],
             "positive": p["answer"],
@@ -151,17 +151,14 @@ def _write_split(tmp: Path, split: str, pairs: list[dict], num_negatives: int, s
             "positive_id": f"{p['file']}:{i}",
         }
         for i, (p, negs) in enumerate(zip(pairs, negatives))
-    )
-    building.write_jsonl(tmp / f"{split}.jsonl", records)
-    counts = {"records": len(pairs), "files": sorted({p["file"] for p in pairs})}
-    if split != "train":
-        corpus = {f"a:{i}": (p["file"], p["answer"]) for i, p in enumerate(pairs)}
-        queries = {f"q:{i}": p["question"] for i, p in enumerate(pairs)}
-        qrels = {f"q:{i}": {f"a:{i}": 1} for i in range(len(pairs))}
-        counts["task"] = building.save_retrieval(
-            tmp / split, f"{NAME}-{split}", corpus, queries, qrels, TASK
-        )
-    return counts
+    ]
+    return records, {"records": len(pairs), "files": sorted({p["file"] for p in pairs})}
+
+
+def _retrieval(pairs: list[dict]) -> tuple[dict, dict, dict]:
+    corpus = {f"a:{i}": (p["file"], p["answer"]) for i, p in enumerate(pairs)}
+    queries = {f"q:{i}": p["question"] for i, p in enumerate(pairs)}
+    return corpus, queries, {f"q:{i}": {f"a:{i}": 1} for i in range(len(pairs))}
 
 
 def collect_pairs(root: Path, max_answer_chars: int = 2000) -> list[dict]:
@@ -188,7 +185,8 @@ DATASET = building.UnitDataset(
     "task",
     unit=lambda p: p["file"],
     record_id=lambda p: p["question"],
-    write_split=_write_split,
+    records=_records,
+    retrieval=_retrieval,
     manifest={"source": PACKAGE},
 )
 

@@ -44,7 +44,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
-import logging
 import os
 import re
 import sys
@@ -55,7 +54,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
+from embeddinggemma_jax.data import building
 
 BUILDER_VERSION = 1
 TASK = "InstructionRetrieval"  # DEFAULT_PROMPTS: "task: code retrieval | query: "
@@ -275,46 +274,23 @@ def normal_summary(summary: str) -> str:
 
 
 def mine_negatives(functions: Sequence[Function], num_negatives: int, seed: int) -> list[list[int]]:
-    """For each function, `num_negatives` indices of hard negatives within `functions` (BM25).
+    """For each function, `num_negatives` indices of hard negatives within `functions` (BM25 of
+    its summary over their code, `building.bm25_negatives`).
 
     Excludes the function itself and functions with the same summary; when BM25 finds too few
     (a tiny corpus), the rest are drawn at random (seeded) from the remaining functions.
     """
-    import bm25s
-
-    n = len(functions)
-    if num_negatives == 0:
-        return [[] for _ in functions]
     summaries = [normal_summary(f.summary) for f in functions]
-    by_summary: dict[str, list[int]] = defaultdict(list)
+    same: dict[str, set[int]] = defaultdict(set)
     for i, s in enumerate(summaries):
-        by_summary[s].append(i)
-    if max(n - len(v) for v in by_summary.values()) < num_negatives:
-        raise ValueError(f"{n} functions are too few to mine {num_negatives} negatives each")
-    logger = logging.getLogger("bm25s")
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # it logs every empty query at INFO
-    try:
-        retriever = bm25s.BM25()
-        retriever.index([code_tokens(f.code) for f in functions], show_progress=False)
-        k = min(n, num_negatives + max(len(v) for v in by_summary.values()) + 8)
-        hits, scores = retriever.retrieve(
-            [code_tokens(f.summary) for f in functions], k=k, show_progress=False, n_threads=1
-        )
-    finally:
-        logger.setLevel(level)
-    rng = np.random.default_rng(seed)
-    out = []
-    for i, (row, row_scores) in enumerate(zip(hits.tolist(), scores.tolist())):
-        excluded = set(by_summary[summaries[i]])
-        # Zero-score hits are arbitrary (index order), so they go to the random fill instead.
-        chosen = [j for j, s in zip(row, row_scores) if s > 0 and j not in excluded][:num_negatives]
-        while len(chosen) < num_negatives:
-            j = int(rng.integers(n))
-            if j not in excluded and j not in chosen:
-                chosen.append(j)
-        out.append(chosen)
-    return out
+        same[s].add(i)
+    return building.bm25_negatives(
+        [code_tokens(f.summary) for f in functions],
+        [code_tokens(f.code) for f in functions],
+        [same[s] for s in summaries],
+        num_negatives,
+        seed,
+    )
 
 
 def records(functions: Sequence[Function], negatives: Sequence[Sequence[int]]) -> list[dict]:
@@ -332,25 +308,19 @@ def records(functions: Sequence[Function], negatives: Sequence[Sequence[int]]) -
     ]
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def _write_beir(out: Path, functions: Sequence[Function]) -> tuple[int, int]:
     beir = out / "beir"
     (beir / "qrels").mkdir(parents=True, exist_ok=True)
-    _write_jsonl(
+    building.write_jsonl(
         beir / "corpus.jsonl", ({"_id": f.id, "title": f.module, "text": f.code} for f in functions)
     )
     groups: dict[str, list[Function]] = {}
     for f in functions:
         groups.setdefault(normal_summary(f.summary), []).append(f)
     queries = [(f"q:{members[0].id}", members[0].summary, members) for members in groups.values()]
-    _write_jsonl(beir / "queries.jsonl", ({"_id": qid, "text": text} for qid, text, _ in queries))
+    building.write_jsonl(
+        beir / "queries.jsonl", ({"_id": qid, "text": text} for qid, text, _ in queries)
+    )
     tmp = beir / "qrels" / "test.tsv.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("query-id\tcorpus-id\tscore\n")
@@ -361,20 +331,22 @@ def _write_beir(out: Path, functions: Sequence[Function]) -> tuple[int, int]:
     return len(queries), sum(len(m) for _, _, m in queries)
 
 
-def save_task(folder: Path, name: str, functions: Sequence[Function]) -> dict:
-    """The functions as an `eval.tasks.RetrievalTask` folder (queries: distinct summaries, every
-    function with the summary relevant); returns its counts."""
-    from embeddinggemma_jax.data import building
+def retrieval(functions: Sequence[Function]) -> tuple[dict, dict, dict]:
+    """(corpus, queries, qrels) of code search over `functions`: one query per distinct summary,
+    every function with the summary relevant."""
+    queries, qrels = building.distinct_queries(
+        functions,
+        key=lambda f: normal_summary(f.summary),
+        text=lambda f: f.summary,
+        doc_id=lambda f: f.id,
+        query_id=lambda f, _: f"q:{f.id}",
+    )
+    return {f.id: (f.module, f.code) for f in functions}, queries, qrels
 
-    corpus = {f.id: (f.module, f.code) for f in functions}
-    queries, qrels, query_of = {}, {}, {}
-    for f in functions:
-        key = normal_summary(f.summary)
-        if key not in query_of:
-            query_of[key] = f"q:{f.id}"
-            queries[query_of[key]] = f.summary
-        qrels.setdefault(query_of[key], {})[f.id] = 1
-    return building.save_retrieval(folder, name, corpus, queries, qrels, TASK)
+
+def save_task(folder: Path, name: str, functions: Sequence[Function]) -> dict:
+    """The functions as an `eval.tasks.RetrievalTask` folder (`retrieval`); returns its counts."""
+    return building.save_retrieval(folder, name, *retrieval(functions), TASK)
 
 
 def build(
@@ -453,7 +425,7 @@ def build(
     splits = {}
     for name, split in named:
         negatives = mine_negatives(split, num_negatives, seed)
-        _write_jsonl(out / f"{name}.jsonl", records(split, negatives))
+        building.write_jsonl(out / f"{name}.jsonl", records(split, negatives))
         splits[name] = {
             "records": len(split),
             "modules": len({f.module for f in split}),

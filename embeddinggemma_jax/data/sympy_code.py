@@ -59,17 +59,14 @@ def collect(
     ]
 
 
-def _write_split(tmp: Path, split: str, functions: list, num_negatives: int, seed: int) -> dict:
+def _records(functions: list, num_negatives: int, seed: int) -> tuple[list[dict], dict]:
     negatives = stdlib.mine_negatives(functions, num_negatives, seed)
-    building.write_jsonl(tmp / f"{split}.jsonl", stdlib.records(functions, negatives))
     counts = {
         "records": len(functions),
         "modules": len({f.module for f in functions}),
         "subpackages": sorted({f.package for f in functions}),
     }
-    if split != "train":
-        counts["task"] = stdlib.save_task(tmp / split, f"{NAME}-{split}", functions)
-    return counts
+    return stdlib.records(functions, negatives), counts
 
 
 DATASET = building.UnitDataset(
@@ -80,7 +77,8 @@ DATASET = building.UnitDataset(
     "code",
     unit=lambda f: f.package,
     record_id=lambda f: f.id,
-    write_split=_write_split,
+    records=_records,
+    retrieval=stdlib.retrieval,
     max_eval_records=2000,
 )
 

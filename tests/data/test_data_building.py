@@ -86,3 +86,13 @@ def test_installed_dir_finds_a_package_folder_without_importing_it():
     for package, marker in (("no_such_package_here", None), ("json", "no_such_file.py")):
         with pytest.raises(UserError, match="pip install it"):
             building.installed_dir(package, marker=marker, missing="pip install it")
+
+
+def test_distinct_queries_ask_once_per_key_and_judge_all_its_documents():
+    items = [("a", "first", "d1"), ("b", "other", "d2"), ("a", "again", "d3")]
+    queries, qrels = building.distinct_queries(
+        items, key=lambda r: r[0], text=lambda r: r[1], doc_id=lambda r: r[2],
+        query_id=lambda r, n: f"q{n}",
+    )  # fmt: skip
+    assert queries == {"q0": "first", "q1": "other"}
+    assert qrels == {"q0": {"d1": 1, "d3": 1}, "q1": {"d2": 1}}
