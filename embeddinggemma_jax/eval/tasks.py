@@ -341,62 +341,63 @@ class _PairTask(Task):
 
 
 @dataclasses.dataclass
-class STSTask(_PairTask):
+class _ValuedPairTask(_PairTask):
+    """A pair task whose test.jsonl rows carry one value per pair (a score, a label)."""
+
+    # (attribute, test.jsonl key, `get_field` kind) of the value
+    _value: ClassVar[tuple[str, str, str]]
+
+    def save(self, folder):
+        attr, key, _ = self._value
+        folder = Path(folder)
+        self._write_meta(folder, **self._options())
+        rows = zip(self.sentence1, self.sentence2, getattr(self, attr), strict=True)
+        write_jsonl(
+            folder / "test.jsonl",
+            [{"sentence1": a, "sentence2": b, key: v} for a, b, v in rows],
+        )
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path, name: str, **options) -> _ValuedPairTask:
+        attr, key, kind = cls._value
+        s1, s2, values = [], [], []
+        path = find_file(folder, "test.jsonl")
+        for where, obj in read_records(path):
+            s1.append(get_field(obj, "sentence1", where, "text"))
+            s2.append(get_field(obj, "sentence2", where, "text"))
+            values.append(get_field(obj, key, where, kind))
+        cls._check(path, values)
+        return cls(name=name, sentence1=s1, sentence2=s2, **{attr: values}, **options)
+
+    @classmethod
+    def _check(cls, path: Path, values: list) -> None:
+        """Raises `TaskDataError` if the values as a whole are unusable."""
+
+
+@dataclasses.dataclass
+class STSTask(_ValuedPairTask):
     type: ClassVar[str] = "STS"
+    _value: ClassVar[tuple[str, str, str]] = ("scores", "score", "number")
     scores: Sequence[float] = ()
 
     def _evaluate_dim(self, encode_fn, dim):
         return metrics.sts_scores(*self._encode_pairs(encode_fn, dim), self.scores)
 
-    def save(self, folder):
-        folder = Path(folder)
-        self._write_meta(folder, **self._options())
-        rows = zip(self.sentence1, self.sentence2, self.scores, strict=True)
-        write_jsonl(
-            folder / "test.jsonl",
-            [{"sentence1": a, "sentence2": b, "score": s} for a, b, s in rows],
-        )
-        return folder
-
-    @classmethod
-    def load(cls, folder: Path, name: str, **options) -> STSTask:
-        s1, s2, scores = [], [], []
-        for where, obj in read_records(find_file(folder, "test.jsonl")):
-            s1.append(get_field(obj, "sentence1", where, "text"))
-            s2.append(get_field(obj, "sentence2", where, "text"))
-            scores.append(get_field(obj, "score", where, "number"))
-        return cls(name=name, sentence1=s1, sentence2=s2, scores=scores, **options)
-
 
 @dataclasses.dataclass
-class PairClassificationTask(_PairTask):
+class PairClassificationTask(_ValuedPairTask):
     type: ClassVar[str] = "PairClassification"
+    _value: ClassVar[tuple[str, str, str]] = ("labels", "label", "binary")
     labels: Sequence[int] = ()
 
     def _evaluate_dim(self, encode_fn, dim):
         return metrics.pair_classification_scores(*self._encode_pairs(encode_fn, dim), self.labels)
 
-    def save(self, folder):
-        folder = Path(folder)
-        self._write_meta(folder, **self._options())
-        rows = zip(self.sentence1, self.sentence2, self.labels, strict=True)
-        write_jsonl(
-            folder / "test.jsonl",
-            [{"sentence1": a, "sentence2": b, "label": y} for a, b, y in rows],
-        )
-        return folder
-
     @classmethod
-    def load(cls, folder: Path, name: str, **options) -> PairClassificationTask:
-        s1, s2, labels = [], [], []
-        path = find_file(folder, "test.jsonl")
-        for where, obj in read_records(path):
-            s1.append(get_field(obj, "sentence1", where, "text"))
-            s2.append(get_field(obj, "sentence2", where, "text"))
-            labels.append(get_field(obj, "label", where, "binary"))
-        if 1 not in labels:
+    def _check(cls, path: Path, values: list) -> None:
+        if 1 not in values:
             raise TaskDataError("no pair has label 1", where=str(path), field="label")
-        return cls(name=name, sentence1=s1, sentence2=s2, labels=labels, **options)
 
 
 @dataclasses.dataclass
