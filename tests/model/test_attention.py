@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model.attention_inputs import random_qkv, reference
 
 from embeddinggemma_jax.model import GLOBAL, LOCAL, ModelConfig
 from embeddinggemma_jax.model.attention import (
@@ -15,25 +16,13 @@ from embeddinggemma_jax.model.attention import (
 )
 
 
-def _inputs(config, t, lengths, seed=0):
-    rng = np.random.default_rng(seed)
-    b, n, k, h = len(lengths), config.num_heads, config.num_kv_heads, config.head_dim
-    q = rng.normal(size=(b, t, n, h)).astype(np.float32)
-    kk = rng.normal(size=(b, t, k, h)).astype(np.float32)
-    v = rng.normal(size=(b, t, k, h)).astype(np.float32)
-    mask = np.arange(t)[None, :] < np.asarray(lengths)[:, None]
-    return q, kk, v, mask
-
-
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("t", [3, 5, 6, 7, 12, 13, 31])
 def test_banded_equals_masked_reference(t, bidirectional):
     config = ModelConfig.tiny(bidirectional=bidirectional)  # window 6 (bidirectional) / 10 (causal)
     lengths = [t, max(1, t - 4), 1]
-    q, k, v, mask = _inputs(config, t, lengths)
-    pos = jnp.arange(t)
-    full_mask = _structure(config, LOCAL, pos, pos)[None] & mask[:, None, :]
-    ref = _masked_softmax_attention(q, k, v, full_mask, config)
+    q, k, v, mask = random_qkv(config, t, lengths)
+    ref = reference(q, k, v, mask, config, LOCAL)
     out = _banded(q, k, v, mask, config)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5, rtol=0)
 
@@ -43,7 +32,7 @@ def test_banded_with_segments_equals_masked_reference(t):
     """Packed rows: a key is visible only within its own segment (texts of 1 to 12 tokens, so
     shorter than, at and beyond the window of 6), with padding after the last text."""
     config = ModelConfig.tiny()
-    q, k, v, _ = _inputs(config, t, [t, t])
+    q, k, v, _ = random_qkv(config, t, [t, t])
     rng = np.random.default_rng(t)
     segments = np.zeros((2, t), np.int32)
     for row in range(2):

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model.attention_inputs import random_qkv, reference
 
 from embeddinggemma_jax.model import GLOBAL, LOCAL, EmbeddingGemma, ModelConfig, init_params
 from embeddinggemma_jax.model.attention import (
-    _masked_softmax_attention,
     _splash_mask,
     _structure,
     attention,
@@ -52,22 +52,6 @@ def test_splash_mask_equals_structure(preset, layer_type, bidirectional):
     np.testing.assert_array_equal(expected, config.attends(layer_type, np.arange(t), np.arange(t)))
 
 
-def _inputs(config: ModelConfig, t: int, lengths, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    b, n, k, h = len(lengths), config.num_heads, config.num_kv_heads, config.head_dim
-    q = rng.normal(size=(b, t, n, h)).astype(np.float32)
-    kk = rng.normal(size=(b, t, k, h)).astype(np.float32)
-    v = rng.normal(size=(b, t, k, h)).astype(np.float32)
-    mask = np.arange(t)[None, :] < np.asarray(lengths)[:, None]
-    return q, kk, v, mask
-
-
-def _reference(q, k, v, mask, config, layer_type):
-    pos = jnp.arange(q.shape[1])
-    full = _structure(config, layer_type, pos, pos)[None] & mask[:, None, :]
-    return _masked_softmax_attention(q, k, v, full, config)
-
-
 @pytest.mark.parametrize(
     "layer_type, bidirectional, heads, t",
     [
@@ -80,9 +64,9 @@ def _reference(q, k, v, mask, config, layer_type):
 def test_splash_equals_masked_reference(layer_type, bidirectional, heads, t):
     config = _config(bidirectional, *heads)
     lengths = [t, t - 70, 1]  # no padding, padding, a single token
-    q, k, v, mask = _inputs(config, t, lengths)
+    q, k, v, mask = random_qkv(config, t, lengths)
     out = np.asarray(attention(q, k, v, mask, config=config, layer_type=layer_type))
-    ref = np.asarray(_reference(q, k, v, mask, config, layer_type))
+    ref = np.asarray(reference(q, k, v, mask, config, layer_type))
     assert out.shape == q.shape and np.isfinite(out).all()
     np.testing.assert_allclose(out[mask], ref[mask], atol=1e-5, rtol=0)
     np.testing.assert_array_equal(out[~mask], 0.0)  # padding query rows are zeros
@@ -92,14 +76,14 @@ def test_splash_equals_masked_reference(layer_type, bidirectional, heads, t):
 def test_splash_gradients_equal_reference():
     config = _config(True, 4, 2)
     t = 200
-    q, k, v, mask = _inputs(config, t, [t, 77], seed=1)
+    q, k, v, mask = random_qkv(config, t, [t, 77], seed=1)
     w = np.random.default_rng(2).normal(size=q.shape).astype(np.float32) * mask[:, :, None, None]
 
     def loss(fn):
         return lambda q, k, v: jnp.sum(fn(q, k, v) * w)
 
     splash = loss(lambda q, k, v: attention(q, k, v, mask, config=config, layer_type=LOCAL))
-    ref = loss(lambda q, k, v: _reference(q, k, v, mask, config, LOCAL))
+    ref = loss(lambda q, k, v: reference(q, k, v, mask, config, LOCAL))
     got = jax.jit(jax.grad(splash, argnums=(0, 1, 2)))(q, k, v)
     want = jax.grad(ref, argnums=(0, 1, 2))(q, k, v)
     for name, g, r in zip("qkv", got, want):
