@@ -354,11 +354,17 @@ def _all_losses(q, p, n, q_ids, p_ids, t):
     return out
 
 
+def _random_batch(seed: int, b: int, num_negatives: int):
+    """The generator and a random batch (q, p, n, q_ids, p_ids, teacher) for `_all_losses`."""
+    rng = np.random.default_rng(seed)
+    q, p = rand(rng, b, 10), rand(rng, b, 10)
+    n, t = rand(rng, b, num_negatives, 10), rand(rng, b, 12)
+    return rng, (q, p, n, dup_ids(rng, b), dup_ids(rng, b), t)
+
+
 def test_permutation_invariance():
-    rng = np.random.default_rng(9)
+    rng, (q, p, n, q_ids, p_ids, t) = _random_batch(9, 10, 3)
     b = 10
-    q, p, n, t = rand(rng, b, 10), rand(rng, b, 10), rand(rng, b, 3, 10), rand(rng, b, 12)
-    q_ids, p_ids = dup_ids(rng, b), dup_ids(rng, b)
     base = _all_losses(q, p, n, q_ids, p_ids, t)
     perm = rng.permutation(b)
     got = _all_losses(q[perm], p[perm], n[perm], q_ids[perm], p_ids[perm], t[perm])
@@ -370,10 +376,7 @@ def test_permutation_invariance():
 
 
 def test_scale_invariance():
-    rng = np.random.default_rng(10)
-    b = 8
-    q, p, n, t = rand(rng, b, 10), rand(rng, b, 10), rand(rng, b, 2, 10), rand(rng, b, 12)
-    q_ids, p_ids = dup_ids(rng, b), dup_ids(rng, b)
+    rng, (q, p, n, q_ids, p_ids, t) = _random_batch(10, 8, 2)
     base = _all_losses(q, p, n, q_ids, p_ids, t)
 
     def scale(x):
