@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from data.datalib import WordTokenizer
 from scipy.stats import chisquare
 
 from embeddinggemma_jax.data import DataConfig, DataPipeline, DatasetConfig, Mixture
@@ -13,16 +14,6 @@ from embeddinggemma_jax.data.mixtures import (
     task_group,
     with_weights,
 )
-
-
-class LengthTokenizer:
-    pad_id = 0
-
-    def encode(self, texts, max_length=None):
-        return [
-            np.array([2] + [3 + len(w) for w in t.split()][: max_length - 2] + [1], np.int32)
-            for t in texts
-        ]
 
 
 @pytest.mark.parametrize(
@@ -83,7 +74,7 @@ def test_each_global_batch_comes_from_one_dataset(tmp_path):
         min_bucket=4,
     )
     processes = [
-        DataPipeline(config, LengthTokenizer(), process_index=p, process_count=2) for p in range(2)
+        DataPipeline(config, WordTokenizer(), process_index=p, process_count=2) for p in range(2)
     ]
     counts = np.zeros(3, int)
     for step in range(40):

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from data.datalib import WordTokenizer
 
 from embeddinggemma_jax.data import (
     DataConfig,
@@ -15,20 +16,6 @@ from embeddinggemma_jax.data import (
     open_source,
     parse_record,
 )
-
-
-class WordTokenizer:
-    pad_id = 0
-
-    def encode(self, texts, max_length=None):
-        out = []
-        for text in texts:
-            ids = [2] + [3 + len(w) for w in text.split()]
-            if max_length is not None:
-                ids = ids[: max_length - 1]
-            out.append(np.array(ids + [1], np.int32))
-        return out
-
 
 GOOD = {
     "query": "what is a list",

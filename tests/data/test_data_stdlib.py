@@ -5,6 +5,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from data.datalib import WordTokenizer
 
 from embeddinggemma_jax.data import DataConfig, DataPipeline, DatasetConfig, open_source, stdlib
 
@@ -248,22 +249,13 @@ def test_cli(tmp_path, capsys):
 def test_trains_through_the_pipeline(built):
     out, _ = built
 
-    class Tok:
-        pad_id = 0
-
-        def encode(self, texts, max_length=None):
-            return [
-                np.array([2] + [3 + len(w) for w in t.split()][: max_length - 2] + [1], np.int32)
-                for t in texts
-            ]
-
     config = DataConfig(
         datasets=(DatasetConfig(path=str(out / "train.jsonl"), num_negatives=3),),
         global_batch_size=8,
         query_max_length=32,
         doc_max_length=64,
     )
-    batch = DataPipeline(config, Tok(), process_index=0, process_count=1).batch(0)
+    batch = DataPipeline(config, WordTokenizer(), process_index=0, process_count=1).batch(0)
     assert batch["negatives"]["tokens"].shape[:2] == (8, 3)
 
 
