@@ -241,6 +241,21 @@ def distinct_queries(
     return queries, qrels
 
 
+def text_retrieval(
+    items: Sequence,
+    doc: Callable[[Any], str],
+    doc_prefix: str,
+    key: Callable[[Any], Any],
+    text: Callable[[Any], str],
+    query_id: Callable[[Any, int], str],
+) -> tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, dict[str, int]]]:
+    """(corpus, queries, qrels) where the documents are the distinct ``doc(item)`` texts (ids
+    ``<doc_prefix>:<rank in sorted order>``, no title) and the queries `distinct_queries`'."""
+    doc_ids = {d: f"{doc_prefix}:{i}" for i, d in enumerate(sorted({doc(x) for x in items}))}
+    queries, qrels = distinct_queries(items, key, text, lambda x: doc_ids[doc(x)], query_id)
+    return {i: ("", d) for d, i in doc_ids.items()}, queries, qrels
+
+
 STANDARD_FILES = tuple(f"{s}.jsonl" for s in SPLITS) + ("dev", "test")
 
 

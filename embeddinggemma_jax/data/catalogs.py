@@ -171,15 +171,14 @@ def _records(pairs: list[dict], num_negatives: int, seed: int) -> tuple[list[dic
 
 
 def _retrieval(pairs: list[dict]) -> tuple[dict, dict, dict]:
-    doc_ids = {s: f"en:{i}" for i, s in enumerate(sorted({p["source"] for p in pairs}))}
-    queries, qrels = building.distinct_queries(
+    return building.text_retrieval(
         pairs,
+        doc=lambda p: p["source"],
+        doc_prefix="en",
         key=lambda p: (p["locale"], p["target"]),  # one query per translation text in a locale
         text=lambda p: p["target"],
-        doc_id=lambda p: doc_ids[p["source"]],
         query_id=lambda p, n: f"{p['locale']}:{n}",
     )
-    return {i: ("", s) for s, i in doc_ids.items()}, queries, qrels
 
 
 DATASET = building.UnitDataset(

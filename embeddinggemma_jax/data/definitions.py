@@ -169,15 +169,14 @@ def _records(pairs: list[dict], num_negatives: int, seed: int) -> tuple[list[dic
 
 
 def _retrieval(pairs: list[dict]) -> tuple[dict, dict, dict]:
-    doc_ids = {t: f"t:{i}" for i, t in enumerate(sorted({p["term"] for p in pairs}))}
-    queries, qrels = building.distinct_queries(
+    return building.text_retrieval(
         pairs,
+        doc=lambda p: p["term"],
+        doc_prefix="t",
         key=lambda p: _key(p["definition"]),
         text=lambda p: p["definition"],
-        doc_id=lambda p: doc_ids[p["term"]],
         query_id=lambda p, n: f"d:{n}",
     )
-    return {i: ("", t) for t, i in doc_ids.items()}, queries, qrels
 
 
 DATASET = building.UnitDataset(
