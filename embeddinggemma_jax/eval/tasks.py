@@ -614,20 +614,3 @@ TASK_TYPES: dict[str, type[Task]] = {
         SummarizationTask,
     )
 }
-
-# Options task.json may set, per type (everything else in task.json is an error).
-
-
-TASK_TYPES: dict[str, type[Task]] = {
-    cls.type: cls
-    for cls in (
-        RetrievalTask,
-        RerankingTask,
-        STSTask,
-        PairClassificationTask,
-        ClassificationTask,
-        ClusteringTask,
-        BitextMiningTask,
-        SummarizationTask,
-    )
-}

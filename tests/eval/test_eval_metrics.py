@@ -97,32 +97,25 @@ def _compare(ours_ids, ours, trec, mrr_by_k):
             )
 
 
-def _at_k(fn, scores, qrels, query_ids, doc_ids, **kw):
-    """A retrieval measure function of `metrics` on one problem, at K_VALUES."""
+def _at_k(fn, problem, **kw):
+    """A retrieval measure function of `metrics` on a `_retrieval_problem`, at K_VALUES."""
+    scores, qrels, query_ids, doc_ids = problem
     return fn(scores, qrels, query_ids=query_ids, doc_ids=doc_ids, k_values=K_VALUES, **kw)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("relevance_level", [1, 2])
 def test_retrieval_matches_pytrec_eval(seed, relevance_level):
-    scores, qrels, query_ids, doc_ids = _retrieval_problem(seed)
+    problem = _retrieval_problem(seed)
+    scores, qrels, query_ids, doc_ids = problem
     run = _run(scores, query_ids, doc_ids)
-    ids, ours = _at_k(
-        metrics.retrieval_scores_per_query,
-        scores,
-        qrels,
-        query_ids,
-        doc_ids,
-        relevance_level=relevance_level,
-    )
+    ids, ours = _at_k(metrics.retrieval_scores_per_query, problem, relevance_level=relevance_level)
     trec = _trec(qrels, run, relevance_level)
     mrr = {k: _trec_mrr_at_k(qrels, run, k, relevance_level) for k in K_VALUES}
     _compare(ids, ours, trec, mrr)
     # the unjudged query is left out, the judged-but-irrelevant one counts as zeros
     assert query_ids[-1] not in ids and query_ids[0] in ids
-    means = _at_k(
-        metrics.retrieval_scores, scores, qrels, query_ids, doc_ids, relevance_level=relevance_level
-    )
+    means = _at_k(metrics.retrieval_scores, problem, relevance_level=relevance_level)
     for k in K_VALUES:
         expected = np.mean([trec[q][f"ndcg_cut_{k}"] for q in trec])
         assert abs(means[f"ndcg_at_{k}"] - expected) < TOL
@@ -131,16 +124,18 @@ def test_retrieval_matches_pytrec_eval(seed, relevance_level):
 def test_retrieval_chunked_top_k_matches_pytrec_eval(monkeypatch):
     """A tiny chunk size forces the ranking through several chunks and the tie path."""
     monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 50)
-    scores, qrels, query_ids, doc_ids = _retrieval_problem(7, n_q=17, n_d=29)
+    problem = _retrieval_problem(7, n_q=17, n_d=29)
+    scores, qrels, query_ids, doc_ids = problem
     run = _run(scores, query_ids, doc_ids)
-    ids, ours = _at_k(metrics.retrieval_scores_per_query, scores, qrels, query_ids, doc_ids)
+    ids, ours = _at_k(metrics.retrieval_scores_per_query, problem)
     _compare(ids, ours, _trec(qrels, run), {k: _trec_mrr_at_k(qrels, run, k, 1) for k in K_VALUES})
 
 
 def test_mrr_matches_mteb():
     mteb_metrics = pytest.importorskip("mteb._evaluators.retrieval_metrics")
-    scores, qrels, query_ids, doc_ids = _retrieval_problem(3)
-    ids, ours = _at_k(metrics.retrieval_scores_per_query, scores, qrels, query_ids, doc_ids)
+    problem = _retrieval_problem(3)
+    scores, qrels, query_ids, doc_ids = problem
+    ids, ours = _at_k(metrics.retrieval_scores_per_query, problem)
     run = {q: d for q, d in _run(scores, query_ids, doc_ids).items() if q in qrels}
     theirs = mteb_metrics.mrr(qrels, run, list(K_VALUES))
     order = list(run)  # mteb returns lists in the run's query order
@@ -150,23 +145,15 @@ def test_mrr_matches_mteb():
 
 
 def test_reranking_matches_pytrec_eval_on_candidates():
-    scores, qrels, query_ids, doc_ids = _retrieval_problem(4)
+    problem = _retrieval_problem(4)
+    scores, qrels, query_ids, doc_ids = problem
     rng = np.random.default_rng(4)
     candidates = rng.random(scores.shape) < 0.4
     candidates[:, 0] = True  # every query has at least one candidate
     run = _run(scores, query_ids, doc_ids, candidates)
-    ids, ours = _at_k(
-        metrics.retrieval_scores_per_query,
-        scores,
-        qrels,
-        query_ids,
-        doc_ids,
-        candidates_qd=candidates,
-    )
+    ids, ours = _at_k(metrics.retrieval_scores_per_query, problem, candidates_qd=candidates)
     _compare(ids, ours, _trec(qrels, run), {k: _trec_mrr_at_k(qrels, run, k, 1) for k in K_VALUES})
-    means = _at_k(
-        metrics.reranking_scores, scores, qrels, query_ids, doc_ids, candidates_qd=candidates
-    )
+    means = _at_k(metrics.reranking_scores, problem, candidates_qd=candidates)
     assert means["map_at_40"] == pytest.approx(float(np.mean(ours["map_at_40"])), abs=TOL)
 
 
