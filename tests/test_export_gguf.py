@@ -83,3 +83,42 @@ def test_mixed_is_refused_for_gguf(model, gemma_tokenizer_model, tmp_path):
             tmp_path / "m.gguf", params, cfg, tokenizer_file=gemma_tokenizer_model, quant="mixed"
         )
     assert not list(tmp_path.iterdir())
+
+
+def test_llama_cpp_runs_our_f16_gguf(model, gemma_tokenizer_model, tmp_path):
+    """F16: every matrix stored as F16 (norms F32), and llama.cpp close to our float forward."""
+    import gguf
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    cfg, params = model
+    path = write_gguf(
+        tmp_path / "m.gguf",
+        params,
+        cfg,
+        tokenizer_file=gemma_tokenizer_model,
+        quant="f16",
+        progress=False,
+    )
+    types = {t.name: (t.tensor_type, len(t.shape)) for t in gguf.GGUFReader(path).tensors}
+    assert {n for n, (_, ndim) in types.items() if ndim > 1} >= {
+        "token_embd.weight", "blk.0.attn_q.weight", "blk.5.ffn_down.weight", "dense_2.weight",
+        "dense_3.weight",
+    }  # fmt: skip
+    for name, (qtype, ndim) in types.items():
+        expected = gguf.GGMLQuantizationType.F16 if ndim > 1 else gguf.GGMLQuantizationType.F32
+        assert qtype == expected, name
+    llm = llama_cpp.Llama(
+        model_path=str(path),
+        embedding=True,
+        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+        n_ctx=512,
+        n_batch=512,
+        n_ubatch=512,
+        verbose=False,
+    )
+    ours = Embedder(cfg, params, Tokenizer(gemma_tokenizer_model), max_length=512)
+    got = np.asarray([llm.embed(t) for t in TEXTS], np.float32)
+    got /= np.linalg.norm(got, axis=-1, keepdims=True)
+    cos = np.sum(got * ours.encode(TEXTS), axis=-1)
+    print(f"f16: min cosine {cos.min():.6f}")
+    assert cos.min() >= 0.999, cos
