@@ -37,6 +37,17 @@ def train_tiny_tokenizer(folder: Path, text: str, vocab_size: int = 263):
     return Tokenizer(train_bpe(folder / "corpus.txt", folder / "sp", vocab_size))
 
 
+@pytest.fixture(scope="module")
+def cheap_compile():
+    """XLA's cheapest compile (jax_disable_most_optimizations; JAX_DISABLE_MOST_OPTIMIZATIONS=1
+    for a subprocess) for a module of tiny-model runs, where compiling a step costs far more than
+    running it. Results move by float rounding only; the runs a test compares compile alike."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 def _require(what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} is required in CI (see .ci/run)")
@@ -68,3 +79,31 @@ def gemma_tokenizer_model(real_checkpoint_or_none) -> Path:
 def real_checkpoint_or_none() -> Path | None:
     path = os.environ.get("EMBEDDINGGEMMA_300M")
     return Path(path) if path and Path(path, "model.safetensors").exists() else None
+
+
+# The evaluation tests' tiny random Embedder and local tasks (tests/evalkit.py), once per module.
+@pytest.fixture(scope="module")
+def tiny_embedder(tmp_path_factory):
+    import evalkit
+
+    return evalkit.tiny_embedder(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def local_tasks():
+    import evalkit
+
+    return evalkit.local_tasks()
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """Runs of one model shape within a module compile once: a persistent cache of its own that
+    keeps every program (the repo-wide one keeps only those slower than 0.5 s to compile)."""
+    previous = jax.config.jax_compilation_cache_dir
+    previous_min = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", previous)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous_min)

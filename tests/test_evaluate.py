@@ -6,22 +6,11 @@ import dataclasses
 import json
 from types import SimpleNamespace
 
-import evalkit
 import numpy as np
 import pytest
 
 from embeddinggemma_jax.eval import embedder_encode_fn
 from embeddinggemma_jax.evaluate import main
-
-
-@pytest.fixture(scope="module")
-def tiny_embedder(tmp_path_factory):
-    return evalkit.tiny_embedder(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def local_tasks():
-    return evalkit.local_tasks()
 
 
 def test_cli_report_table_and_plot(tiny_embedder, local_tasks, tmp_path, capsys):

@@ -53,18 +53,6 @@ def at(run, monkeypatch):
     return run
 
 
-@pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
-    """The CLIs' runs of one model shape compile once (persistent cache within this module)."""
-    previous = jax.config.jax_compilation_cache_dir
-    previous_min = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", previous)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous_min)
-
-
 def _same(want, got):
     assert jax.tree.structure(want) == jax.tree.structure(got)
     for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):

@@ -130,15 +130,12 @@ def _pyplot():
     return plt
 
 
-def plot_steps(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
-    """PNG of each task's main score (at each width) against the training step."""
+def _save_plot(path: str | Path, xlabel: str, title: str, draw) -> Path:
+    """A PNG at `path` of main scores that ``draw(ax)`` plots, one labelled line per series."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for task, dim in step_columns(rows):
-        points = [(r["step"], r["tasks"][task]["results"][dim]["main_score"]) for r in rows
-                  if dim in r["tasks"].get(task, {}).get("results", {})]  # fmt: skip
-        ax.plot(*zip(*points), marker="o", label=f"{task} @{dim}")
-    ax.set_xlabel("training step")
+    draw(ax)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("main score")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -150,23 +147,28 @@ def plot_steps(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
     return path
 
 
+def plot_steps(rows: Sequence[dict], path: str | Path, title: str = "") -> Path:
+    """PNG of each task's main score (at each width) against the training step."""
+
+    def draw(ax):
+        for task, dim in step_columns(rows):
+            points = [(r["step"], r["tasks"][task]["results"][dim]["main_score"]) for r in rows
+                      if dim in r["tasks"].get(task, {}).get("results", {})]  # fmt: skip
+            ax.plot(*zip(*points), marker="o", label=f"{task} @{dim}")
+
+    return _save_plot(path, "training step", title, draw)
+
+
 def plot_report(report: dict, path: str | Path) -> Path:
     """PNG of each task's main score against embedding width (log2 axis)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    dims = report["dims"]
-    for name, entry in report["tasks"].items():
-        xs = sorted(dims)
-        ax.plot(xs, [entry["results"][str(d)]["main_score"] for d in xs], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(dims), [str(d) for d in sorted(dims)])
-    ax.set_xlabel("embedding dimension")
-    ax.set_ylabel("main score")
-    ax.set_title(report.get("model", ""), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    dims = sorted(report["dims"])
+
+    def draw(ax):
+        for name, entry in report["tasks"].items():
+            ax.plot(
+                dims, [entry["results"][str(d)]["main_score"] for d in dims], marker="o", label=name
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(d) for d in dims])
+
+    return _save_plot(path, "embedding dimension", report.get("model", ""), draw)

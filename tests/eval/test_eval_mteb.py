@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import evalkit
 import pytest
 
 from embeddinggemma_jax.eval import embedder_encode_fn
 from embeddinggemma_jax.text.prompts import document_prompt
-
-
-@pytest.fixture(scope="module")
-def tiny_embedder(tmp_path_factory):
-    return evalkit.tiny_embedder(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def local_tasks():
-    return evalkit.local_tasks()
 
 
 def _mteb_main_score(result):

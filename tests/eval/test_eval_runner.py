@@ -3,21 +3,10 @@ sentence-transformers evaluation of the same tasks (slow)."""
 
 from __future__ import annotations
 
-import evalkit
 import pytest
 
 from embeddinggemma_jax.embedder import Embedder
 from embeddinggemma_jax.eval import builtin, evaluate_embedder, tasks
-
-
-@pytest.fixture(scope="module")
-def tiny_embedder(tmp_path_factory):
-    return evalkit.tiny_embedder(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def local_tasks():
-    return evalkit.local_tasks()
 
 
 def test_evaluate_embedder_rejects_dims(tiny_embedder, local_tasks):
