@@ -22,6 +22,12 @@ def _constrain(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
     return nn.with_logical_constraint(x, axes)
 
 
+def _project(cfg: ModelConfig, name: str, x: jax.Array, shape, equation: str, axes) -> jax.Array:
+    """`x` through the projection `name` (weight `shape`), in the compute dtype, quantized as
+    `cfg.quant` says; called inside a compact method, the parameters are that module's."""
+    return Einsum(shape, equation, axes, cfg.dtype, quant=cfg.quant, name=name)(x)
+
+
 def rope_base(config: ModelConfig, layer_type: str) -> tuple[float, float]:
     """(base, scale) of the layer type's rotary embedding."""
     if layer_type == GLOBAL:
@@ -63,24 +69,19 @@ class Attention(nn.Module):
         """rope: (sin, cos) of `rope_angles` for this layer type; segments_bt: packed rows' ids."""
         cfg = self.config
         d, n, k, h = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        q_btnh = Einsum(
-            (d, n, h),
-            "BTD,DNH->BTNH",
-            ("embed", "heads", "head_dim"),
-            cfg.dtype,
-            quant=cfg.quant,
-            name="q",
-        )(x_btd)
+        q_btnh = _project(
+            cfg, "q", x_btd, (d, n, h), "BTD,DNH->BTNH", ("embed", "heads", "head_dim")
+        )
         # Outputs keep B, T leading (here and in the MLP): a leading C made XLA compute the
         # transposed product and copy activations around it (~10% of a CPU forward).
-        kv_btckh = Einsum(
+        kv_btckh = _project(
+            cfg,
+            "kv",
+            x_btd,
             (2, d, k, h),
             "BTD,CDKH->BTCKH",
             (None, "embed", "kv_heads", "head_dim"),
-            cfg.dtype,
-            quant=cfg.quant,
-            name="kv",
-        )(x_btd)
+        )
         k_btkh, v_btkh = kv_btckh[:, :, 0], kv_btckh[:, :, 1]
         q_btnh = RMSNorm(cfg.rms_norm_eps, "head_dim", name="q_norm")(q_btnh)
         k_btkh = RMSNorm(cfg.rms_norm_eps, "head_dim", name="k_norm")(k_btkh)
@@ -96,14 +97,9 @@ class Attention(nn.Module):
             layer_type=self.layer_type,
             segments_bs=segments_bt,
         )
-        return Einsum(
-            (n, h, d),
-            "BTNH,NHD->BTD",
-            ("heads", "head_dim", "embed"),
-            cfg.dtype,
-            quant=cfg.quant,
-            name="o",
-        )(out_btnh)
+        return _project(
+            cfg, "o", out_btnh, (n, h, d), "BTNH,NHD->BTD", ("heads", "head_dim", "embed")
+        )
 
 
 class MLP(nn.Module):
@@ -114,24 +110,19 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_btd):
         cfg = self.config
-        gate_btcf = Einsum(
+        gate_btcf = _project(
+            cfg,
+            "gating",
+            x_btd,
             (2, cfg.embed_dim, cfg.mlp_dim),
             "BTD,CDF->BTCF",
             (None, "embed", "mlp"),
-            cfg.dtype,
-            quant=cfg.quant,
-            name="gating",
-        )(x_btd)
+        )
         h_btf = jax.nn.gelu(gate_btcf[:, :, 0], approximate=True) * gate_btcf[:, :, 1]
         h_btf = _constrain(h_btf, ("batch", "length", "mlp"))
-        return Einsum(
-            (cfg.mlp_dim, cfg.embed_dim),
-            "BTF,FD->BTD",
-            ("mlp", "embed"),
-            cfg.dtype,
-            quant=cfg.quant,
-            name="down",
-        )(h_btf)
+        return _project(
+            cfg, "down", h_btf, (cfg.mlp_dim, cfg.embed_dim), "BTF,FD->BTD", ("mlp", "embed")
+        )
 
 
 class Block(nn.Module):
