@@ -192,6 +192,23 @@ def bm25_negatives(
     return out
 
 
+def text_negatives(
+    queries: Sequence[str],
+    docs: Sequence[str],
+    excluded: Sequence[set[int]],
+    num_negatives: int,
+    seed: int,
+) -> list[list[int]]:
+    """`bm25_negatives` of English texts, tokenized by `bm25_tokens`."""
+    return bm25_negatives(
+        [bm25_tokens(q) for q in queries],
+        [bm25_tokens(d) for d in docs],
+        excluded,
+        num_negatives,
+        seed,
+    )
+
+
 def write_jsonl(path: Path, rows: Iterable[Mapping]) -> int:
     count = 0
     with open(path, "w", encoding="utf-8") as f:

@@ -146,9 +146,8 @@ def collect_pairs(
 def _records(pairs: list[dict], num_negatives: int, seed: int) -> tuple[list[dict], dict]:
     sources = sorted({p["source"] for p in pairs})
     index = {s: i for i, s in enumerate(sources)}
-    tokens = [building.bm25_tokens(s) for s in sources]
-    negatives = building.bm25_negatives(
-        tokens, tokens, [{i} for i in range(len(sources))], num_negatives, seed
+    negatives = building.text_negatives(
+        sources, sources, [{i} for i in range(len(sources))], num_negatives, seed
     )
     records = [
         {

@@ -142,9 +142,9 @@ def _records(pairs: list[dict], num_negatives: int, seed: int) -> tuple[list[dic
     for p in pairs:
         text_of[p["term"]].append(p["definition"])
         terms_of.setdefault(_key(p["definition"]), set()).add(index[p["term"]])
-    negatives = building.bm25_negatives(
-        [building.bm25_tokens(p["definition"]) for p in pairs],
-        [building.bm25_tokens(" ".join(text_of[t])) for t in terms],
+    negatives = building.text_negatives(
+        [p["definition"] for p in pairs],
+        [" ".join(text_of[t]) for t in terms],  # a term is indexed by all its definitions
         [terms_of[_key(p["definition"])] for p in pairs],
         num_negatives,
         seed,

@@ -133,9 +133,9 @@ def read_pod(path: str | os.PathLike, max_answer_chars: int = 2000) -> list[tupl
 
 def _records(pairs: list[dict], num_negatives: int, seed: int) -> tuple[list[dict], dict]:
     answers = [p["answer"] for p in pairs]
-    negatives = building.bm25_negatives(
-        [building.bm25_tokens(p["question"]) for p in pairs],
-        [building.bm25_tokens(a) for a in answers],
+    negatives = building.text_negatives(
+        [p["question"] for p in pairs],
+        answers,
         [{i} for i in range(len(pairs))],
         num_negatives,
         seed,
