@@ -175,15 +175,13 @@ def stdlib_code_search(build_dir: str | os.PathLike | None = None, **build_kwarg
 
 def _package_dir(package: str, task: str, extra: str = "eval") -> Path:
     """The installed folder of a pip package a built-in task reads (without importing it)."""
-    import importlib.util
+    from embeddinggemma_jax.data.building import installed_dir
 
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            f"task {task!r} reads its text from the pip package {package!r}, which is not "
-            f"installed (pip install {package}, or the project's [{extra}] extra)"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
+    return installed_dir(
+        package,
+        missing=f"task {task!r} reads its text from the pip package {package!r}, which is not "
+        f"installed (pip install {package}, or the project's [{extra}] extra)",
+    )
 
 
 LEE_DOCUMENTS = 50
