@@ -214,14 +214,23 @@ def load_decoder_only(path: str | Path, **config_overrides) -> tuple[ModelConfig
     """A decoder-only Gemma 3 -> (causal ModelConfig, `Transformer` params, float32 numpy).
 
     `path`: a Hugging Face folder (Gemma3ForCausalLM, or Gemma3ForConditionalGeneration whose
-    text part is taken) or a `.gguf` file (dequantised; needs the optional `gguf` package).
+    text part is taken), a `.gguf` file (dequantised; needs the optional `gguf` package), or a
+    run directory / step folder of our causal_lm stage (`train.causal_lm.load_causal_lm`).
     """
-    path = Path(path)
+    from embeddinggemma_jax import checkpoint
+
     overrides = {"bidirectional": False, **config_overrides}
-    if path.is_file() and path.suffix.lower() == ".gguf":
+    if Path(str(path)).is_file() and str(path).lower().endswith(".gguf"):
         from embeddinggemma_jax.interop.gguf import load_gguf
 
-        return load_gguf(path, **overrides)
+        return load_gguf(Path(path), **overrides)
+    if checkpoint.is_run_path(path):  # one resolver for run directories (local or a URL)
+        from embeddinggemma_jax.train.causal_lm import load_causal_lm
+
+        return load_causal_lm(path, **overrides)
+    path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} is neither a Hugging Face folder nor a .gguf file")
+        raise FileNotFoundError(
+            f"{path} is neither a Hugging Face folder nor a .gguf file (nor a causal_lm run)"
+        )
     return load_gemma3_text(path, **overrides)

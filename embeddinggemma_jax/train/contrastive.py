@@ -4,6 +4,8 @@ Model: `EmbeddingGemma`, initialised from (``config.init_from``)
 
 - ``""``: random weights of ``config.model`` (vocab size: the tokenizer's unless set);
 - a training workdir / step folder (Orbax, an earlier stage): its parameters and model config;
+  a UL2 run (`train.ul2`) gives its adapted encoder and a fresh head (`ul2.extract_encoder`;
+  ``config.model.head_dims`` / ``matryoshka_dims`` may set the new head's shape);
 - anything else: a sentence-transformers / Hugging Face folder or hub id
   (`interop.load_sentence_transformer`), e.g. google/embeddinggemma-300m.
 
@@ -95,6 +97,14 @@ def model_config_from(model_cfg: Any, vocab_size: int | None = None) -> ModelCon
         changes["vocab_size"] = int(vocab_size)
     if "num_layers" in changes and "layer_types" not in changes:
         changes["layer_types"] = layer_pattern(changes["num_layers"])
+    return _with_head(base, changes)
+
+
+HEAD_FIELDS = ("head_dims", "matryoshka_dims")
+
+
+def _with_head(base: ModelConfig, changes: dict[str, Any]) -> ModelConfig:
+    """`base` with `changes`; new head_dims without matryoshka_dims keep the dims that fit."""
     if "head_dims" in changes and "matryoshka_dims" not in changes:
         out = (
             changes["head_dims"][-1]
@@ -109,8 +119,8 @@ def _exec_overrides(model_cfg: Any) -> dict[str, Any]:
     return {k: _get(model_cfg, k) for k in EXECUTION_FIELDS if _get(model_cfg, k) is not None}
 
 
-def _check_no_shape_overrides(model_cfg: Any, source: str) -> None:
-    set_fields = [k for k in SHAPE_FIELDS if _get(model_cfg, k) is not None]
+def _check_no_shape_overrides(model_cfg: Any, source: str, allowed: tuple[str, ...] = ()) -> None:
+    set_fields = [k for k in SHAPE_FIELDS if _get(model_cfg, k) is not None and k not in allowed]
     if set_fields:
         raise ValueError(
             f"model.{set_fields[0]} is set, but the model's shape comes from init_from={source!r}; "
@@ -174,14 +184,28 @@ class ContrastiveTask(TrainTask):
         default_tokenizer = None
         stored_prompts = None
         if init_from and checkpoint.is_run_path(init_from):
-            _check_no_shape_overrides(model_cfg, init_from)
             step_dir, info = checkpoint.load_model_info(init_from)
-            if "model_config" not in info:
-                raise ValueError(f"init_from={init_from!r}: {step_dir} holds no embedding model")
-            self.model_config = dataclasses.replace(
-                checkpoint._model_config(info), **exec_overrides
-            )
-            self._init_kind, self._init_path = "checkpoint", step_dir
+            if "model_config" in info:
+                _check_no_shape_overrides(model_cfg, init_from)
+                self.model_config = dataclasses.replace(
+                    checkpoint._model_config(info), **exec_overrides
+                )
+                self._init_kind = "checkpoint"
+            elif "encoder_decoder_config" in info:  # a UL2 run: its encoder, a fresh head
+                _check_no_shape_overrides(model_cfg, init_from, allowed=HEAD_FIELDS)
+                encoder = info["encoder_decoder_config"]["encoder"]
+                head = {k: tuple(_get(model_cfg, k)) for k in HEAD_FIELDS if _get(model_cfg, k)}
+                self.model_config = _with_head(
+                    checkpoint._model_config({"model_config": encoder}),
+                    {**head, "bidirectional": True, **exec_overrides},
+                )
+                self._init_kind = "ul2"
+            else:
+                raise ValueError(
+                    f"init_from={init_from!r}: {step_dir} holds no embedding model and no UL2 "
+                    f"encoder (task {info.get('task')!r})"
+                )
+            self._init_path = step_dir
             default_tokenizer = checkpoint.find_tokenizer(step_dir, info)
             stored_prompts = info.get("prompts")
         elif init_from:
@@ -324,6 +348,12 @@ class ContrastiveTask(TrainTask):
                 return params
 
             return jax.jit(init, out_shardings=shardings)(rng)
+        if self._init_kind == "ul2":
+            from embeddinggemma_jax.train.ul2 import extract_encoder
+
+            return jax.device_put(
+                extract_encoder(self._init_path, self.model_config, rng), shardings
+            )
         if self._init_kind == "checkpoint":
             target = jax.tree.map(
                 lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

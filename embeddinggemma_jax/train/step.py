@@ -52,6 +52,7 @@ class CheckpointableIterator(Iterator[dict[str, Any]]):
 TASKS: dict[str, str] = {
     "contrastive": "embeddinggemma_jax.train.contrastive:ContrastiveTask",
     "ul2": "embeddinggemma_jax.train.ul2:UL2Task",
+    "causal_lm": "embeddinggemma_jax.train.causal_lm:CausalLMTask",
 }
 
 

@@ -5,9 +5,11 @@
 initialised from ``config.init_from``:
 
 - ``""``: random weights, both stacks of ``config.model``'s shape (preset + shape fields);
-- a Hugging Face Gemma 3 folder (Gemma3ForCausalLM / Gemma3ForConditionalGeneration) or a Gemma 3
-  ``.gguf`` file (`interop.huggingface.load_decoder_only`): T5Gemma's balanced init (encoder and
-  decoder from the decoder-only weights, cross-attention from self-attention);
+- a Hugging Face Gemma 3 folder (Gemma3ForCausalLM / Gemma3ForConditionalGeneration), a Gemma 3
+  ``.gguf`` file or a run directory of the causal_lm stage (`train.causal_lm`, whose tokenizer
+  is then the default ``config.tokenizer``), read by `interop.huggingface.load_decoder_only`:
+  T5Gemma's balanced init (encoder and decoder from the decoder-only weights, cross-attention
+  from self-attention);
   ``config.ul2.decoder_from`` names a second, smaller decoder-only model for the unbalanced
   setting (cross-attention from scratch, trained alone for
   ``config.ul2.cross_attention_warmup_steps`` updates: the task's `trainable` rules).
@@ -21,7 +23,8 @@ iterator's state is the index of the next sequence.
 
 Special tokens: sentinels are the tokenizer's ``<unused0>``, ``<unused1>``, ... (as many as the
 lengths need), the three mode tokens the next unused pieces; a tokenizer without them gets ids
-just past its vocabulary instead.
+just past its vocabulary instead (`ul2_extra_rows` counts them; the decoder-only model must have
+those rows: the causal_lm stage reserves them).
 
 The pieces, each a pure function:
 
@@ -381,6 +384,18 @@ def _ul2_config(cfg: Any, tokenizer: Any) -> UL2Config:
             count *= 2
 
 
+def ul2_extra_rows(tokenizer: Any, encoder_max_length: int, decoder_max_length: int) -> int:
+    """Embedding rows past the tokenizer's pieces that the UL2 stage's sentinel and mode ids need
+    at these lengths (0 when the tokenizer has enough `<unusedN>` pieces, as Gemma's has): what a
+    decoder-only model trained for this stage reserves (`train.causal_lm`)."""
+    cfg = _ul2_config(
+        {"encoder_max_length": encoder_max_length, "decoder_max_length": decoder_max_length},
+        tokenizer,
+    )
+    special = (*cfg.sentinel_ids, cfg.nlu_id, cfg.nlg_id, cfg.s2s_id)
+    return max(0, max(special) + 1 - tokenizer.vocab_size)
+
+
 class Sequences:
     """Token sequences from JSONL text files (`readers.read_jsonl`), in order, repeating: every
     non-empty string under one of `fields` of each record is one sequence."""
@@ -437,10 +452,22 @@ class UL2Task(TrainTask):
         model_cfg = config.get("model")
         exec_overrides = {k: _get(model_cfg, k) for k in EXECUTION_FIELDS if _get(model_cfg, k)}
         tokenizer_path = str(_get(config, "tokenizer", "") or "")
+        self.init_from = str(_get(config, "init_from", "") or "")
+        if self.init_from and checkpoint.is_run_path(self.init_from):
+            # A causal_lm run of ours: its tokenizer is the default, another one an error.
+            step_dir, info = checkpoint.load_model_info(self.init_from)
+            run_tokenizer = str(checkpoint.find_tokenizer(step_dir, info))
+            if tokenizer_path and checkpoint.file_sha256(tokenizer_path) != checkpoint.file_sha256(
+                run_tokenizer
+            ):
+                raise ValueError(
+                    f"config.tokenizer {tokenizer_path} differs from the tokenizer of "
+                    f"init_from={self.init_from!r} ({run_tokenizer}); leave it empty to use that one"
+                )
+            tokenizer_path = tokenizer_path or run_tokenizer
         if not tokenizer_path:
             raise ValueError("config.tokenizer: the UL2 stage needs a tokenizer.model path")
         self.tokenizer = Tokenizer(tokenizer_path)
-        self.init_from = str(_get(config, "init_from", "") or "")
         self.decoder_from = str(_get(ul2_cfg, "decoder_from", "") or "")
         if self.decoder_from and not self.init_from:
             raise ValueError("ul2.decoder_from (unbalanced) needs init_from (the encoder's source)")
@@ -458,10 +485,16 @@ class UL2Task(TrainTask):
             self.model_config = EncoderDecoderConfig.balanced(base.replace(**exec_overrides))
             self._enc_params = self._dec_params = None
         if rows > self.model_config.encoder.vocab_size:
+            hint = (
+                f" (a decoder trained with configs/causal_lm.py reserves them: "
+                f"causal_lm.extra_rows >= {rows - self.tokenizer.vocab_size})"
+                if self.init_from
+                else ""
+            )
             raise ValueError(
                 f"tokenizer {tokenizer_path} ({self.tokenizer.vocab_size} pieces) with the UL2 "
                 f"sentinel and mode ids needs {rows} embedding rows; the model has "
-                f"{self.model_config.encoder.vocab_size}"
+                f"{self.model_config.encoder.vocab_size}{hint}"
             )
         self.cross_attention_init = _get(ul2_cfg, "cross_attention_init")
         self.warmup_steps = int(_get(ul2_cfg, "cross_attention_warmup_steps", 0))
