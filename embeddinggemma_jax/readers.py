@@ -146,6 +146,9 @@ def _byte_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, line bytes without its line end) for every line of the file."""
     shown = os.fspath(path)
     number = 0
+    # A local name: a generator left open until interpreter exit is closed after the module's
+    # globals are cleared, and `except None` would print a warning then.
+    gzip_errors = GZIP_ERRORS
     with open_bytes(path) as f:
         try:
             for number, line in enumerate(f, start=1):
@@ -156,7 +159,7 @@ def _byte_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
                 if line.endswith(b"\r"):
                     line = line[:-1]
                 yield number, line
-        except GZIP_ERRORS as e:
+        except gzip_errors as e:
             where = f"{shown} line {number + 1}"
             raise LocatedError(f"cannot decompress: {e}", where=where) from e
 

@@ -328,24 +328,14 @@ class ContrastiveTask(TrainTask):
 
     def initial_params(self, rng, shardings):
         if self._init_kind == "random":
+            from embeddinggemma_jax.model.init import apply_random_init, random_init_options
+
             cfg = self.model_config
-            std = _get(self.config.get("random_init"), "embedding_std")
-            branch = _get(self.config.get("random_init"), "residual_scale")
+            options = random_init_options(self.config)
 
             def init(r):
                 params = init_params(cfg, r)
-                if std is not None:  # the token table's std (the model's default is 0.02)
-                    table = params["encoder"]["embedder"]["embedding"]
-                    key = jax.random.fold_in(r, 0x656D62)
-                    new = std * jax.random.normal(key, table.shape, table.dtype)
-                    params["encoder"]["embedder"]["embedding"] = new
-                if branch is not None:  # post-norms multiply by (1 + scale)
-                    for name, layer in params["encoder"].items():
-                        if name.startswith("layer_"):
-                            for norm in ("post_attention_norm", "post_ffw_norm"):
-                                s = layer[norm]["scale"]
-                                layer[norm]["scale"] = jax.numpy.full_like(s, branch - 1.0)
-                return params
+                return {**params, "encoder": apply_random_init(params["encoder"], r, *options)}
 
             return jax.jit(init, out_shardings=shardings)(rng)
         if self._init_kind == "ul2":
