@@ -14,7 +14,8 @@ Workdir layout::
 
 Retention: the last `keep` checkpoints, plus the best one by an eval metric (when evaluation
 runs). Orbax writes each step under ``<step>.orbax-checkpoint-tmp-*`` and renames it when
-complete, so only finished steps are ever read (`complete_steps`).
+complete, so only finished steps are ever read (`complete_steps`); a `Checkpointer` removes the
+temporary folders a killed run left.
 
 Every reader takes a run directory (newest complete step, or best), its ``checkpoints`` folder or
 one step folder, relative to the current directory, with ``~`` or as a URL (``gs://...``, through
@@ -172,6 +173,7 @@ class Checkpointer:
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save,
             create=True,
+            cleanup_tmp_directories=True,  # what a killed run was writing: never complete
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
 
@@ -192,8 +194,10 @@ class Checkpointer:
         config: Mapping[str, Any] | Any,
         export_info: Mapping[str, Any],
         metrics: Mapping[str, float] | None = None,
+        counters: Mapping[str, int] | None = None,
     ) -> None:
-        """Saves `state` (a `train.state.TrainState`) as checkpoint `step` (asynchronously)."""
+        """Saves `state` (a `train.state.TrainState`) as checkpoint `step` (asynchronously);
+        `counters` (the trainer's skipped-step counts) go into ``meta`` beside the step."""
         meta = {
             "step": int(step),
             "rng": np.asarray(jax.device_get(state.rng)).astype(np.uint32).tolist(),
@@ -201,6 +205,7 @@ class Checkpointer:
             "metrics": _to_json(metrics) if metrics else None,
             "best_metric": self.best_metric,
             "best_mode": self.best_mode,
+            **{str(k): int(v) for k, v in (counters or {}).items()},
         }
         keep_metrics = (
             {self.best_metric: float(metrics[self.best_metric])}

@@ -6,6 +6,11 @@
 Runs the config's ``prepare`` step (if any; e.g. the quickstart builds its dataset and tokenizer),
 then trains; resumes from the workdir's latest checkpoint when there is one. Exits with status 143 after
 saving when stopped by SIGTERM (preemption), so schedulers restart it.
+
+Several processes (one per host): run the same command in each, under a cluster JAX detects
+(TPU pod, SLURM, Open MPI, Kubernetes) or with ``JAX_COORDINATOR_ADDRESS=host0:port``,
+``JAX_NUM_PROCESSES=n`` and ``JAX_PROCESS_ID=i`` set (`parallel.initialize_distributed`); a
+SIGTERM to any of them makes all save the same step and exit 143.
 """
 
 from __future__ import annotations

@@ -15,7 +15,11 @@ model and every mesh. Rules are tried in order, and a mesh axis is used at most 
 ``batch -> (data, fsdp)`` first and ``embed -> fsdp`` later shards activations [B, T, D] over the
 batch only, while weights [D, F] get their ``embed`` axis sharded over ``fsdp``.
 
-Multi-host: call `initialize_distributed` before anything touches a jax backend.
+Multi-host: call `initialize_distributed` before anything touches a jax backend. Besides the
+clusters JAX detects itself (TPU pods, SLURM, Open MPI, Kubernetes), a launcher may set
+``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and
+``JAX_PROCESS_ID`` (e.g. two processes on one machine: ``JAX_PLATFORMS=cpu``; CPU collectives
+are JAX's default, gloo).
 """
 
 from __future__ import annotations
@@ -76,7 +80,8 @@ def initialize_distributed(mode: str | bool = "auto") -> bool:
 
     Args:
       mode: ``"auto"`` (when the environment shows several processes: TPU pod workers, SLURM,
-        Open MPI, or ``JAX_COORDINATOR_ADDRESS``), ``True``/``"on"`` (always) or
+        Open MPI, or ``JAX_COORDINATOR_ADDRESS`` with ``JAX_NUM_PROCESSES`` /
+        ``JAX_PROCESS_ID``), ``True``/``"on"`` (always) or
         ``False``/``"off"`` (never).
     Returns: whether it initialised (False when already initialised or single-process).
     """
@@ -88,7 +93,12 @@ def initialize_distributed(mode: str | bool = "auto") -> bool:
         return False
     if jax.distributed.is_initialized():
         return False
-    jax.distributed.initialize()
+    # JAX reads JAX_COORDINATOR_ADDRESS itself, but the process count and id only from the
+    # clusters it detects; these two let any launcher (or a test) start the processes.
+    count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+    jax.distributed.initialize(
+        num_processes=int(count) if count else None, process_id=int(index) if index else None
+    )
     logging.info(
         "jax.distributed: process %d of %d, %d local / %d global devices",
         jax.process_index(),
@@ -97,6 +107,17 @@ def initialize_distributed(mode: str | bool = "auto") -> bool:
         jax.device_count(),
     )
     return True
+
+
+def preemption_service() -> bool:
+    """Whether jax.distributed's preemption service runs (several processes): it catches
+    SIGTERM in every process, and ``multihost_utils.reached_preemption_sync_point(step)`` then
+    turns True in all of them at the same step."""
+    if jax.process_count() == 1:
+        return False
+    from jax._src import distributed  # no public accessor for the sync manager
+
+    return distributed.global_state.preemption_sync_manager is not None
 
 
 # -- mesh ---------------------------------------------------------------------------------------

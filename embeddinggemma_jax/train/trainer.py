@@ -25,7 +25,9 @@ trains to ``config.num_steps``:
   count (``skipped_steps``) and stops with `NonFiniteError` after
   ``config.nonfinite.max_consecutive`` such steps in a row;
 - on SIGTERM (preemption) or Ctrl-C: finishes the current step, saves, and stops
-  (``summary["preempted"]``; `main` then exits with status 143).
+  (``summary["preempted"]``; `main` then exits with status 143). With several processes a
+  SIGTERM to any one of them stops all at the same step (jax.distributed's preemption service),
+  and they save that step together.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -83,6 +86,30 @@ def run_prepare(config: Any) -> Any:
         return None
     module, _, name = str(spec).partition(":")
     return getattr(importlib.import_module(module), name)(config)
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keeps the rows of `path` (JSONL) up to `step`, the checkpoint resumed from: a killed run
+    logged steps after its last checkpoint, and they are redone (at step 0 nothing is kept: the
+    start's evaluation is redone too). A torn last line goes as well."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith("\n") and step > 0 and int(row.get("step", 0)) <= step:
+            kept.append(line)
+    _write_atomic(path, "".join(kept))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """`text` -> `path` through a temporary name: a killed write never leaves half a file."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 class NonFiniteError(LocatedError):
@@ -169,7 +196,7 @@ class Trainer:
                 where="config.nonfinite.policy",
             )
         self.max_nonfinite = int(_cfg(config, "nonfinite.max_consecutive", 10))
-        self.skipped_steps = 0  # non-finite steps skipped in this fit
+        self.skipped_steps = 0  # non-finite steps skipped in this run (kept in checkpoints)
         self._consecutive_skips = 0
         self.step_fn = make_train_step(
             task,
@@ -218,6 +245,8 @@ class Trainer:
         if restored is not None:
             self.state, meta = restored
             latest = int(meta["step"])
+            self.skipped_steps = int(meta.get("skipped_steps") or 0)
+            self._consecutive_skips = int(meta.get("consecutive_skips") or 0)
             if meta.get("data") is not None:
                 self.data_iter.set_state(meta["data"])
             else:
@@ -240,6 +269,10 @@ class Trainer:
             config=self.config,
             export_info=self.task.export_info(),
             metrics=metrics,
+            counters={
+                "skipped_steps": self.skipped_steps,
+                "consecutive_skips": self._consecutive_skips,
+            },
         )
 
     # -- logging --------------------------------------------------------------------------------
@@ -248,9 +281,9 @@ class Trainer:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.config.to_dict() if hasattr(self.config, "to_dict") else dict(self.config)
-        (self.workdir / "train_config.json").write_text(
-            json.dumps(checkpoint._to_json(cfg), indent=2) + "\n"
-        )
+        text = json.dumps(checkpoint._to_json(cfg), indent=2) + "\n"
+        _write_atomic(self.workdir / "train_config.json", text)
+        _trim_log(self.workdir / "metrics.jsonl", self._start_step)
         self._jsonl = open(self.workdir / "metrics.jsonl", "a")
         if _cfg(self.config, "log.tensorboard", True):
             from tensorboardX import SummaryWriter
@@ -303,7 +336,11 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _signals(self):
-        if threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread() or (
+            parallel.preemption_service()
+        ):
+            # Several processes: jax.distributed's service catches SIGTERM (a Python handler
+            # would replace it) and every process stops at the same step.
             yield
             return
 
@@ -319,13 +356,10 @@ class Trainer:
     def _preemption_requested(self, step: int) -> bool:
         if self._stop:
             return True
-        if jax.process_count() > 1:
+        if parallel.preemption_service():
             from jax.experimental import multihost_utils
 
-            try:
-                return bool(multihost_utils.reached_preemption_sync_point(step))
-            except Exception:  # no preemption service (not initialised through jax.distributed)
-                return False
+            return bool(multihost_utils.reached_preemption_sync_point(step))
         return False
 
     def fit(self) -> dict[str, Any]:
@@ -426,7 +460,11 @@ class Trainer:
                         self.on_step(self, step)
                     if step < self.num_steps and self._preemption_requested(step):
                         complete()
-                        self._say(bar, f"{self._stop.reason or 'preemption'}: saving step {step}")
+                        reason = self._stop.reason or "preemption"
+                        self._say(bar, f"{reason}: saving step {step}")
+                        logging.info(
+                            "process %d: %s, saving step %d", jax.process_index(), reason, step
+                        )
                         self.save(step)
                         preempted = True
                         break
