@@ -120,5 +120,5 @@ def test_llama_cpp_runs_our_f16_gguf(model, gemma_tokenizer_model, tmp_path):
     got = np.asarray([llm.embed(t) for t in TEXTS], np.float32)
     got /= np.linalg.norm(got, axis=-1, keepdims=True)
     cos = np.sum(got * ours.encode(TEXTS), axis=-1)
-    print(f"f16: min cosine {cos.min():.6f}")
-    assert cos.min() >= 0.999, cos
+    print(f"f16: min cosine {cos.min():.7f}")
+    assert cos.min() >= 0.9999, cos  # measured 1.000000 to 6 places; F16 rounding alone
