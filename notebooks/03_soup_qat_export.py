@@ -34,7 +34,7 @@
 # the functions' names and signatures (positives), one function in five held out. Full mode
 # (a Colab TPU, or `EMBEDDINGGEMMA_300M` set) finetunes `google/embeddinggemma-300m`; tiny
 # mode (no accelerator, or `EMBEDDINGGEMMA_JAX_NOTEBOOK_TINY=1`) a tiny random model whose
-# widths are multiples of GGUF's 32-value quantization blocks.
+# widths are multiples of GGUF's 32-value quantization blocks, in the 300m's layer pattern.
 
 # %% tags=["colab"]
 # Colab only: get the code and its dependencies (TPU wheels of JAX, gguf), then log in to the
@@ -155,8 +155,10 @@ def make_config(init_from="", quant=None, steps=None, data_seed=0):
         c.optimizer.warmup_steps = 4
         c.loss.temperature = 0.1
         if not init_from:
-            # Widths divisible by 32 (GGUF blocks); each layer starts as its skip path.
+            # Widths divisible by 32 (GGUF blocks), the 5 local + 1 global layer pattern
+            # (llama.cpp's gemma-embedding); each layer starts as its skip path.
             c.model.update(embed_dim=64, head_dim=32, mlp_dim=96, query_pre_attn_scalar=32.0)
+            c.model.update(num_layers=6, layer_types=("local",) * 5 + ("global",))
             c.model.update(head_dims=(128, 64), matryoshka_dims=(64, 32))
             c.random_init.residual_scale = 0.0
     else:
