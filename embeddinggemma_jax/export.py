@@ -41,12 +41,17 @@ def export(model: str, to: str, quant: str, output: str | Path, progress: bool =
             quant=quant,
             progress=progress,
         )
+    # Written under a temporary name and renamed when complete; a previous export is renamed
+    # aside first (deleting it in place could leave half of it at `output` if killed).
     tmp = output.with_name(output.name + ".tmp")
+    old = output.with_name(output.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     embedder.save_pretrained(tmp)
+    shutil.rmtree(old, ignore_errors=True)
     if output.exists():
-        shutil.rmtree(output)
+        output.rename(old)
     tmp.rename(output)
+    shutil.rmtree(old, ignore_errors=True)
     return output
 
 
