@@ -16,7 +16,8 @@ from embeddinggemma_jax.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
+def compilation_cache(tmp_path_factory, cheap_compile):
+    """The trainers here compile their train step once, XLA's cheapest way (cheap_compile)."""
     previous = jax.config.jax_compilation_cache_dir
     previous_min = jax.config.jax_persistent_cache_min_compile_time_secs
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
