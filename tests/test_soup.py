@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, cheap_compile):
     """A real 1-step training run (the base: a Trainer checkpoint, optimizer state included) and
     three finetunes of it: its parameters moved by different random steps, saved as runs whose
     config records init_from=base (what a trainer started from the base records)."""
