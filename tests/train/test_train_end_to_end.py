@@ -21,7 +21,7 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
-def test_sentence_transformers_folder_to_orbax_and_back(tmp_path):
+def test_sentence_transformers_folder_to_orbax_and_back(tmp_path, cheap_compile):
     config = trainlib.tiny_config(
         tmp_path,
         num_steps=3,
