@@ -30,7 +30,7 @@ NUM_STEPS = 3
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def source(tmp_path_factory, cheap_compile):
     """A tiny training workdir with complete checkpoints at steps 1, 2, 3 (different weights)."""
     root = tmp_path_factory.mktemp("source")
     embedder = evalkit.tiny_embedder(root / "tok")
