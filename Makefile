@@ -26,8 +26,16 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
-quickstart: $(STAMP)
-	$(PY) -m embeddinggemma_jax.quickstart
+# The whole recipe at CPU scale (configs/recipe.py:quickstart); needs only the `recipe` extra.
+RECIPE_STAMP := $(VENV)/.installed-recipe
+$(RECIPE_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[recipe]'
+	touch $(RECIPE_STAMP)
+
+quickstart: $(RECIPE_STAMP)
+	$(PY) -m embeddinggemma_jax.recipe --config=configs/recipe.py:quickstart --workdir=runs/quickstart
 
 lint: $(STAMP)
 	$(PY) -m ruff check embeddinggemma_jax tests bench configs

@@ -1,11 +1,11 @@
-"""The quickstart run (what `make quickstart` trains): a tiny Gemma 3 encoder from scratch on the
-standard-library code-search dataset, with the full objective.
+"""A tiny Gemma 3 encoder trained from scratch on the standard-library code-search dataset, with
+the full objective: one contrastive stage (`make quickstart` runs the whole recipe instead:
+configs/recipe.py:quickstart, whose stages start from this config's shape and settings).
 
-    python -m embeddinggemma_jax.main --config=configs/quickstart.py --workdir=runs/quickstart
+    python -m embeddinggemma_jax.main --config=configs/quickstart.py --workdir=runs/stdlib
 
-builds the dataset and tokenizer first (cached; the config's ``prepare`` step) like
-`python -m embeddinggemma_jax.quickstart`, which also prints the before/after table and writes
-report.json.
+builds the dataset and tokenizer first (cached; the config's ``prepare`` step,
+`embeddinggemma_jax.quickstart.prepare`) and evaluates the held-out split before and after.
 """
 
 import ml_collections

@@ -26,3 +26,12 @@ def compilation_cache_dir() -> Path:
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return Path(os.path.expanduser(os.environ["JAX_COMPILATION_CACHE_DIR"]))
     return cache_dir("xla")
+
+
+def enable_compilation_cache(min_compile_time_s: float = 1.0) -> None:
+    """Turns on JAX's persistent compilation cache (`compilation_cache_dir`): a rerun, or a later
+    stage or trial with the same shapes, loads its programs instead of compiling them."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_time_s)

@@ -576,7 +576,7 @@ def main(argv) -> None:
     from absl import flags
 
     del argv
-    from embeddinggemma_jax.quickstart import enable_compilation_cache
+    from embeddinggemma_jax.cache import enable_compilation_cache
 
     enable_compilation_cache()
     f = flags.FLAGS

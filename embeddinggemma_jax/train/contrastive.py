@@ -116,7 +116,10 @@ def _with_head(base: ModelConfig, changes: dict[str, Any]) -> ModelConfig:
 
 
 def _exec_overrides(model_cfg: Any) -> dict[str, Any]:
-    return {k: _get(model_cfg, k) for k in EXECUTION_FIELDS if _get(model_cfg, k) is not None}
+    """The execution fields this run sets. `quant` always: a run started from a QAT checkpoint
+    trains in float unless it asks for a scheme itself (a QAT checkpoint is a float one)."""
+    out = {k: _get(model_cfg, k) for k in EXECUTION_FIELDS if _get(model_cfg, k) is not None}
+    return {"quant": _get(model_cfg, "quant"), **out}
 
 
 def _check_no_shape_overrides(model_cfg: Any, source: str, allowed: tuple[str, ...] = ()) -> None:

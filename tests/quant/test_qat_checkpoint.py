@@ -108,12 +108,6 @@ def test_export_takes_a_qat_run(qat_run, tmp_path):
     np.testing.assert_array_equal(stored, expected["embedding"][: stored.shape[0]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="train.contrastive keeps the starting checkpoint's stored quant when model.quant is "
-    "unset (exec overrides skip None); fix: quant=None before **exec_overrides on init_from",
-)
 def test_a_stage_started_from_a_qat_run_trains_in_float(qat_run, tmp_path):
     run, _, _ = qat_run
     config = trainlib.tiny_config(tmp_path, num_steps=1, **{"checkpoint.every": 0})
