@@ -19,6 +19,30 @@ def embedder(real_checkpoint):
     return Embedder.from_pretrained(real_checkpoint)
 
 
+@pytest.fixture(scope="module")
+def quantized(embedder):
+    """quant -> (the fake-quantized Embedder, its embeddings of the prompted texts), made once:
+    the Q4_0 llama.cpp test and the quantized export test compare with the same ones."""
+    from embeddinggemma_jax.embedder import Embedder
+
+    made = {}
+
+    def get(quant):
+        if quant not in made:
+            model = Embedder(
+                embedder.config.replace(quant=quant),
+                embedder.params,
+                embedder.tokenizer,
+                prompts=embedder.prompts,
+                max_length=embedder.max_length,
+                tokenizer_files=embedder.tokenizer_files,
+            )
+            made[quant] = model, model.encode(_prompted(embedder))
+        return made[quant]
+
+    return get
+
+
 def _prompted(embedder):
     names = [_PROMPTS[i % len(_PROMPTS)] for i in range(len(_TEXTS))]
     return [embedder.prompts[n] + t for n, t in zip(names, _TEXTS)]
@@ -45,10 +69,9 @@ def _llama_cpp(path, texts):
 
 
 @pytest.mark.parametrize("quant,floor", [("f32", 0.99999), ("q8_0", 0.999), ("q4_0", 0.99)])
-def test_llama_cpp_runs_our_gguf(embedder, tmp_path, quant, floor):
+def test_llama_cpp_runs_our_gguf(embedder, quantized, tmp_path, quant, floor):
     import jax
 
-    from embeddinggemma_jax.embedder import Embedder
     from embeddinggemma_jax.interop.gguf_export import write_gguf
 
     texts = _prompted(embedder)
@@ -66,36 +89,21 @@ def test_llama_cpp_runs_our_gguf(embedder, tmp_path, quant, floor):
 
         ref = SentenceTransformer(str(embedder.tokenizer_files), device="cpu").encode(texts)
     else:
-        quantized = Embedder(
-            embedder.config.replace(quant=quant),
-            embedder.params,
-            embedder.tokenizer,
-            prompts=embedder.prompts,
-            max_length=embedder.max_length,
-        )
-        ref = quantized.encode(texts)
+        ref = quantized(quant)[1]
     cos = _cos(ours, ref)
     print(f"{quant}: min cosine {cos.min():.6f} over {len(texts)} texts")
     assert cos.min() >= floor, cos
 
 
-def test_quantized_sentence_transformers_export_equals_quantized_forward(embedder, tmp_path):
+def test_quantized_sentence_transformers_export_equals_quantized_forward(
+    embedder, quantized, tmp_path
+):
     from sentence_transformers import SentenceTransformer
 
-    from embeddinggemma_jax.embedder import Embedder
-
-    quantized = Embedder(
-        embedder.config.replace(quant="q4_0"),
-        embedder.params,
-        embedder.tokenizer,
-        prompts=embedder.prompts,
-        max_length=embedder.max_length,
-        tokenizer_files=embedder.tokenizer_files,
-    )
-    texts = _prompted(embedder)
-    folder = quantized.save_pretrained(tmp_path / "st-q4_0")
-    got = SentenceTransformer(str(folder), device="cpu").encode(texts)
-    assert _cos(got, quantized.encode(texts)).min() >= 0.99999
+    model, want = quantized("q4_0")
+    folder = model.save_pretrained(tmp_path / "st-q4_0")
+    got = SentenceTransformer(str(folder), device="cpu").encode(_prompted(embedder))
+    assert _cos(got, want).min() >= 0.99999
 
 
 def test_real_weights_quantize_as_gguf(embedder):
