@@ -339,6 +339,7 @@ def stage_finetune(r: Recipe) -> dict:
             c.data.datasets = mixtures.with_weights(list(c.data.datasets), weights)
             c.num_steps = int(r.config.finetune.num_steps)
             c.data.global_batch_size = int(r.config.finetune.global_batch_size)
+            c.optimizer.learning_rate = float(r.config.finetune.learning_rate)
         out = r.train(c, r.dir("finetune") / f"{i:02d}")
         runs.append({**out, "weights": weights})
     return {"runs": runs}
