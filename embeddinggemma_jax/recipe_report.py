@@ -117,29 +117,36 @@ def build_report(r) -> dict:
     extra = [get_task(data["eval_tasks"].get(name, name)) for name in cfg.extra_tasks]
     tasks = loaded + extra
 
-    soup_run = r.output("soup")["run"]
-    soup = models.load(soup_run)
-    full = soup.config.output_dim
-    dims = sorted({full, *soup.config.matryoshka_dims}, reverse=True)
+    from embeddinggemma_jax import checkpoint
+
+    # The soup is read once: it is scored in float, fake-quantized per scheme (PTQ), and its
+    # shape and tokenizer give the untrained model.
+    soup_cfg, soup_params, soup_tokenizer, soup_prompts = checkpoint.load_for_inference(
+        r.output("soup")["run"]
+    )
+
+    def soup_as(params, quant: str | None):
+        return models.embedder(soup_cfg, params, str(soup_tokenizer), soup_prompts, quant)
+
+    full = soup_cfg.output_dim
+    dims = sorted({full, *soup_cfg.matryoshka_dims}, reverse=True)
 
     def score(embedder, all_dims=False) -> dict:
         return _scores(embedder, tasks, dims if all_dims else [full], batch)
 
     scored: dict[str, dict] = {}
-    untrained = init_params(dataclasses.replace(soup.config, quant=None), jax.random.PRNGKey(0))
-    scored["untrained"] = score(
-        models.embedder(soup.config, untrained, soup.tokenizer.path, soup.prompts, None)
-    )
+    untrained = init_params(dataclasses.replace(soup_cfg, quant=None), jax.random.PRNGKey(0))
+    scored["untrained"] = score(soup_as(untrained, None))
     for stage in ("prefinetune", "prefinetune_random"):
         if stage in r.stages:
             scored[stage] = score(models.load(r.output(stage)["run"]))
     finetunes = r.output("finetune")["runs"]
     for i, run in enumerate(finetunes):
         scored[f"finetune/{i:02d}"] = score(models.load(run["run"]))
-    scored["soup"] = score(models.load(soup_run), all_dims=True)
+    scored["soup"] = score(soup_as(soup_params, None), all_dims=True)
     qat_runs = r.output("qat")["runs"]
     for scheme in qat_runs:
-        scored[f"ptq/{scheme}"] = score(models.load(soup_run, scheme), all_dims=True)
+        scored[f"ptq/{scheme}"] = score(soup_as(soup_params, scheme), all_dims=True)
         scored[f"qat/{scheme}"] = score(models.load(qat_runs[scheme]["run"], scheme), all_dims=True)
 
     def mean(name: str, dim=full) -> float:
@@ -325,7 +332,6 @@ def _plots(report: dict, workdir: Path) -> list[str]:
 
 
 def format_markdown(report: dict) -> str:
-    full = str(report["dims"][0])
     lines = ["# Recipe report", ""]
     lines += [f"Headline ({report['headline_task']}, test split):", ""]
     rows = [[m, f"{report['before'][m]:.4f}", f"{report['after'][m]:.4f}",
@@ -347,7 +353,6 @@ def format_markdown(report: dict) -> str:
         lines.append(f"- **{'holds' if c['holds'] else 'does not hold'}**: {c['claim']} "
                      f"({c['evidence']})")  # fmt: skip
     lines += ["", f"Stage wall time in all: {report['wall_s']:.0f} s", ""]
-    del full
     return "\n".join(lines)
 
 
