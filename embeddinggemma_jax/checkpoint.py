@@ -42,6 +42,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from embeddinggemma_jax.cache import atomic_path
 from embeddinggemma_jax.errors import LocatedError
 
 CHECKPOINTS = "checkpoints"
@@ -108,9 +109,8 @@ def _first_line(e: BaseException) -> str:
 
 def _copy_file_atomic(source: Path, dest: Path) -> None:
     """`source` -> `dest` through a temporary name: a killed copy never looks complete."""
-    tmp = dest.parent / f"{dest.name}.tmp-{os.getpid()}"
-    tmp.write_bytes(as_path(source).read_bytes())
-    tmp.replace(dest)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(as_path(source).read_bytes())
 
 
 def _place_tokenizer(workdir: Path, source: str | os.PathLike) -> Path:

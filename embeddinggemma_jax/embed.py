@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from embeddinggemma_jax import cli, readers
-from embeddinggemma_jax.cache import compilation_cache_dir
+from embeddinggemma_jax.cache import atomic_path, compilation_cache_dir
 from embeddinggemma_jax.errors import LocatedError, UserError
 
 FORMATS = ("auto", "txt", "jsonl")
@@ -163,10 +163,8 @@ def read_records(
 def save_npy(path: Path, array: np.ndarray) -> None:
     """Writes through a temporary file so an interrupted run never leaves a truncated .npy."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from embeddinggemma_jax import cli
+from embeddinggemma_jax.cache import write_atomic
 from embeddinggemma_jax.errors import LocatedError
 from embeddinggemma_jax.eval import (
     BUILTIN_TASKS,
@@ -61,9 +61,7 @@ def _int_list(text: str) -> list[int]:
 def _write_json(path: Path, value) -> None:
     """Written under a temporary name and renamed: a reader never sees half a report."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def _log(line: str) -> None:

@@ -48,6 +48,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from embeddinggemma_jax.cache import atomic_path, write_atomic
 from embeddinggemma_jax.data import mixtures
 from embeddinggemma_jax.errors import LocatedError, UserError
 from embeddinggemma_jax.grouped_eval import GroupedTasks, task_groups
@@ -58,12 +59,6 @@ JOURNAL = "journal.log"
 LOCK = "search.lock"
 TRIALS = "trials"
 SAMPLERS = ("gp", "tpe")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -316,7 +311,7 @@ def run_trial(
         "steps": trainer.num_steps,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    _atomic_write(result_file, json.dumps(result, indent=2) + "\n")
+    write_atomic(result_file, json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -537,10 +532,9 @@ def plot_trials(rows: Sequence[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")  # the temporary name's suffix is not ".png"
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def summarize(study, workdir: Path, names: Sequence[str], search_config) -> dict:
@@ -555,8 +549,8 @@ def summarize(study, workdir: Path, names: Sequence[str], search_config) -> dict
         "dev_tasks": str(search_config.dev_tasks),
         "test_tasks": str(search_config.get("test_tasks") or ""),
     }
-    _atomic_write(workdir / "trials.json", json.dumps(summary, indent=2) + "\n")
-    _atomic_write(workdir / "trials.txt", format_table(rows, names) + "\n")
+    write_atomic(workdir / "trials.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(workdir / "trials.txt", format_table(rows, names) + "\n")
     if rows:
         plot_trials(rows, workdir / "trials.png")
     top = workdir / "top"

@@ -54,6 +54,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from embeddinggemma_jax.cache import atomic_path, write_atomic
 from embeddinggemma_jax.data import building
 
 BUILDER_VERSION = 1
@@ -321,13 +322,11 @@ def _write_beir(out: Path, functions: Sequence[Function]) -> tuple[int, int]:
     building.write_jsonl(
         beir / "queries.jsonl", ({"_id": qid, "text": text} for qid, text, _ in queries)
     )
-    tmp = beir / "qrels" / "test.tsv.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(beir / "qrels" / "test.tsv") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("query-id\tcorpus-id\tscore\n")
         for qid, _, members in queries:
             for m in members:
                 f.write(f"{qid}\t{m.id}\t1\n")
-    os.replace(tmp, beir / "qrels" / "test.tsv")
     return len(queries), sum(len(m) for _, _, m in queries)
 
 
@@ -440,9 +439,7 @@ def build(
         "task": TASK,
         "build_seconds": round(time.perf_counter() - start, 2),
     }
-    tmp = manifest_path.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, manifest_path)
+    write_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
     return {**manifest, "cached": False}
 
 

@@ -10,13 +10,13 @@ types and BOS/EOS added. Quantized types hold gguf-py's quantization of the floa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from embeddinggemma_jax.cache import atomic_path
 from embeddinggemma_jax.errors import UserError
 from embeddinggemma_jax.interop.gguf import _BLOCK_NAMES, _gguf
 from embeddinggemma_jax.interop.huggingface import transformer_params_to_hf
@@ -106,7 +106,7 @@ def write_gguf(
     }[quant]
     file_type = {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}[quant]  # llama_ftype
 
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + ".tmp")  # <output>.tmp, as export.py names its folder
     writer = gguf.GGUFWriter(str(tmp), ARCHITECTURE)
     writer.add_name(name)
     writer.add_file_type(file_type)
@@ -139,7 +139,7 @@ def write_gguf(
     writer.add_add_space_prefix(False)
     writer.add_remove_extra_whitespaces(bool(normalizer.remove_extra_whitespaces))
 
-    try:
+    with atomic_path(path, tmp):
         for key, w in tqdm(tensors.items(), desc=f"GGUF {quant}", disable=not progress):
             if w.ndim == 1 or quant == "f32":  # norms stay float32, as in llama.cpp's files
                 writer.add_tensor(key, np.ascontiguousarray(w, np.float32))
@@ -152,7 +152,4 @@ def write_gguf(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -37,7 +37,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -51,6 +50,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from embeddinggemma_jax import checkpoint, parallel
+from embeddinggemma_jax.cache import write_atomic
 from embeddinggemma_jax.errors import LocatedError
 from embeddinggemma_jax.train import perf
 from embeddinggemma_jax.train.optimizer import make_optimizer
@@ -102,14 +102,7 @@ def _trim_log(path: Path, step: int) -> None:
             continue
         if line.endswith("\n") and step > 0 and int(row.get("step", 0)) <= step:
             kept.append(line)
-    _write_atomic(path, "".join(kept))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """`text` -> `path` through a temporary name: a killed write never leaves half a file."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, "".join(kept))
 
 
 class NonFiniteError(LocatedError):
@@ -282,7 +275,7 @@ class Trainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.config.to_dict() if hasattr(self.config, "to_dict") else dict(self.config)
         text = json.dumps(checkpoint._to_json(cfg), indent=2) + "\n"
-        _write_atomic(self.workdir / "train_config.json", text)
+        write_atomic(self.workdir / "train_config.json", text)
         _trim_log(self.workdir / "metrics.jsonl", self._start_step)
         self._jsonl = open(self.workdir / "metrics.jsonl", "a")
         if _cfg(self.config, "log.tensorboard", True):
