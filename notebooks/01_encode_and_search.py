@@ -42,33 +42,21 @@ notebook_login()
 import csv
 import inspect
 import json
-import os
 import shutil
 import statistics
 import textwrap
 import urllib.parse
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from embeddinggemma_jax import Embedder
+from embeddinggemma_jax import Embedder, notebook
 from embeddinggemma_jax.cache import enable_compilation_cache
 
 # Tiny mode: forced by EMBEDDINGGEMMA_JAX_NOTEBOOK_TINY=1 (=0 forces the real model); by
 # default on when there is no accelerator and no local checkpoint (EMBEDDINGGEMMA_300M).
-_flag = os.environ.get("EMBEDDINGGEMMA_JAX_NOTEBOOK_TINY")
-TINY = (
-    _flag == "1"
-    if _flag in ("0", "1")
-    else jax.default_backend() == "cpu" and not os.environ.get("EMBEDDINGGEMMA_300M")
-)
-MODEL = os.environ.get("EMBEDDINGGEMMA_300M") or "google/embeddinggemma-300m"
-OUT = Path(os.environ.get("EMBEDDINGGEMMA_JAX_NOTEBOOK_OUT", "notebook_runs")) / "01"
-shutil.rmtree(OUT, ignore_errors=True)
-OUT.mkdir(parents=True)
+TINY, MODEL, OUT = notebook.setup("01")  # OUT: a fresh folder for this run's files
 enable_compilation_cache()  # a rerun skips most compilation
-print(f"tiny mode: {TINY}; devices: {jax.devices()}")
 
 # %% [markdown]
 # ## Documents: standard-library docstrings
@@ -101,11 +89,10 @@ queries = [
 if TINY:
     from embeddinggemma_jax.model import ModelConfig, init_params
     from embeddinggemma_jax.text.prompts import DEFAULT_PROMPTS
-    from embeddinggemma_jax.text.tokenizer import Tokenizer, train_bpe
+    from embeddinggemma_jax.text.tokenizer import Tokenizer
 
-    corpus = OUT / "tokenizer_corpus.txt"
-    corpus.write_text("\n".join([*docs, *titles, *queries, *DEFAULT_PROMPTS.values()]) + "\n")
-    tokenizer = Tokenizer(train_bpe(corpus, OUT / "tokenizer", 400, hard_vocab_limit=False))
+    lines = [*docs, *titles, *queries, *DEFAULT_PROMPTS.values()]
+    tokenizer = Tokenizer(notebook.tiny_tokenizer(lines, OUT, 400))
     tiny = ModelConfig.tiny(vocab_size=tokenizer.vocab_size)
     params = init_params(tiny, jax.random.key(0))
     MODEL = str(Embedder(tiny, params, tokenizer, max_length=64).save_pretrained(OUT / "tiny"))

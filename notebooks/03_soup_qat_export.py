@@ -47,20 +47,12 @@ from huggingface_hub import notebook_login
 notebook_login()
 
 # %%
-import importlib
-import inspect
 import json
-import os
-import random
-import shutil
-from pathlib import Path
 
 import gguf
-import jax
 import numpy as np
 
-import embeddinggemma_jax
-from embeddinggemma_jax import Embedder, cli
+from embeddinggemma_jax import Embedder, notebook
 from embeddinggemma_jax.cache import enable_compilation_cache
 from embeddinggemma_jax.eval.runner import evaluate_embedder
 from embeddinggemma_jax.export import export
@@ -69,111 +61,41 @@ from embeddinggemma_jax.train.trainer import Trainer
 
 # Tiny mode: forced by EMBEDDINGGEMMA_JAX_NOTEBOOK_TINY=1 (=0 forces the real model); by
 # default on when there is no accelerator and no local checkpoint (EMBEDDINGGEMMA_300M).
-_flag = os.environ.get("EMBEDDINGGEMMA_JAX_NOTEBOOK_TINY")
-TINY = (
-    _flag == "1"
-    if _flag in ("0", "1")
-    else jax.default_backend() == "cpu" and not os.environ.get("EMBEDDINGGEMMA_300M")
-)
-MODEL = os.environ.get("EMBEDDINGGEMMA_300M") or "google/embeddinggemma-300m"
-OUT = Path(os.environ.get("EMBEDDINGGEMMA_JAX_NOTEBOOK_OUT", "notebook_runs")) / "03"
-CONFIGS = Path(embeddinggemma_jax.__file__).resolve().parents[1] / "configs"
-shutil.rmtree(OUT, ignore_errors=True)  # a fresh run each time (a workdir would resume)
-OUT.mkdir(parents=True)
+TINY, MODEL, OUT = notebook.setup("03")  # OUT: a fresh folder for this run's files
 enable_compilation_cache()  # the second ingredient reuses the first one's compiled step
-print(f"tiny mode: {TINY}; devices: {jax.devices()}")
 
 # %% [markdown]
 # ## Data: training JSONL and a held-out retrieval task
+#
+# Notebook 2's: `notebook.stdlib_finetune_data` (docstring summary -> function name and
+# signature, one function in five held out).
 
 # %%
-MODULES = (
-    "textwrap shutil json csv statistics posixpath calendar difflib fnmatch glob tempfile "
-    "urllib.parse email.utils html base64 gzip ipaddress uuid mimetypes functools heapq "
-    "inspect tokenize ast locale logging subprocess os pprint copy"
-).split()
-
-
-def stdlib_pairs(modules):
-    """(module, query: docstring summary, positive: qualified name and signature) per function."""
-    for name in modules:
-        module = importlib.import_module(name)
-        for fname, f in inspect.getmembers(module, inspect.isfunction):
-            if fname.startswith("_") or f.__module__ != module.__name__ or not f.__doc__:
-                continue
-            summary = " ".join(inspect.cleandoc(f.__doc__).split("\n\n")[0].split())
-            if len(summary.split()) >= 4:
-                yield name, summary, f"{name}.{fname}{inspect.signature(f)}"
-
-
-pairs = list(stdlib_pairs(MODULES))
-random.Random(1).shuffle(pairs)
-held_out = pairs[::5]  # one function in five is never trained on
-train = [{"query": q, "positive": p, "title": m} for i, (m, q, p) in enumerate(pairs) if i % 5]
-train_file = OUT / "train.jsonl"
-train_file.write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8")
-
-eval_task = OUT / "held_out"  # BEIR layout
-eval_task.mkdir()
-with open(eval_task / "corpus.jsonl", "w", encoding="utf-8") as f:
-    for i, (m, _, p) in enumerate(held_out):
-        f.write(json.dumps({"_id": f"d{i}", "title": m, "text": p}) + "\n")
-with open(eval_task / "queries.jsonl", "w", encoding="utf-8") as f:
-    for i, (_, q, _) in enumerate(held_out):
-        f.write(json.dumps({"_id": f"q{i}", "text": q}) + "\n")
-(eval_task / "qrels.tsv").write_text(
-    "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(held_out)))
-)
-print(f"{len(train)} training pairs, {len(held_out)} held out")
+data = notebook.stdlib_finetune_data(OUT)
+held_out, eval_task = data.held_out, data.eval_task
+print(f"{len(data.train)} training pairs, {len(held_out)} held out")
 
 # %% [markdown]
 # ## Configs
 #
-# `make_config(init_from, quant)` is one finetune run on the JSONL: the 300m finetune recipe in
-# full mode, `configs/tiny.py` in tiny mode (from random weights when `init_from` is empty:
-# then the tiny shape is set here; a run started from a checkpoint takes the checkpoint's shape).
+# `make_config(init_from, quant)` is one finetune run on the JSONL (`notebook.finetune_config`):
+# the 300m finetune recipe in full mode, `configs/tiny.py` in tiny mode (from random weights
+# when `init_from` is empty: then the tiny shape is set here; a run started from a checkpoint
+# takes the checkpoint's shape).
 
 # %%
-if TINY:
-    from embeddinggemma_jax.text.tokenizer import train_bpe
-
-    corpus = OUT / "tokenizer_corpus.txt"
-    lines = [t for _, q, p in pairs for t in (q, p)]
-    lines += ["task: search result | query: ", "title: none | text: "]
-    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    TOKENIZER = str(train_bpe(corpus, OUT / "tokenizer", 600, hard_vocab_limit=False))
+TOKENIZER = notebook.tiny_tokenizer(data.texts(), OUT, 600) if TINY else None
 
 
 def make_config(init_from="", quant=None, steps=None, data_seed=0):
-    if TINY:
-        c = cli.load_config(str(CONFIGS / "tiny.py"))
-        c.unlock()
-        c.tokenizer = TOKENIZER
-        c.num_steps = steps or 60
-        c.data.global_batch_size = 16
-        c.optimizer.learning_rate = 3e-3
-        c.optimizer.warmup_steps = 4
-        c.loss.temperature = 0.1
-        if not init_from:
-            # Widths divisible by 32 (GGUF blocks), the 5 local + 1 global layer pattern
-            # (llama.cpp's gemma-embedding); each layer starts as its skip path.
-            c.model.update(embed_dim=64, head_dim=32, mlp_dim=96, query_pre_attn_scalar=32.0)
-            c.model.update(num_layers=6, layer_types=("local",) * 5 + ("global",))
-            c.model.update(head_dims=(128, 64), matryoshka_dims=(64, 32))
-            c.random_init.residual_scale = 0.0
-    else:
-        c = cli.load_config(str(CONFIGS / "embeddinggemma_300m.py") + ":finetune")
-        c.unlock()
-        c.num_steps = steps or 100
-        c.data.global_batch_size = 64
-        c.grad_cache.chunk = None  # 64 rows fit in memory
-        c.data.query_max_length = 64
-        c.data.doc_max_length = 64
-        c.optimizer.warmup_steps = 10
-    c.init_from = init_from or ("" if TINY else MODEL)
-    c.data.datasets = [dict(path=str(train_file), weight=1.0, task="query", num_negatives=0)]
+    c = notebook.finetune_config(TINY, MODEL, data.train_file, TOKENIZER, init_from, steps)
+    if TINY and not init_from:
+        # Widths divisible by 32 (GGUF blocks), the 5 local + 1 global layer pattern
+        # (llama.cpp's gemma-embedding); each layer starts as its skip path.
+        c.model.update(embed_dim=64, head_dim=32, mlp_dim=96, query_pre_attn_scalar=32.0)
+        c.model.update(num_layers=6, layer_types=("local",) * 5 + ("global",))
+        c.model.update(head_dims=(128, 64), matryoshka_dims=(64, 32))
     c.data.seed = data_seed
-    c.checkpoint.every = 0
     c.log.every = c.num_steps
     c.log.progress = False
     if quant:  # QAT as configs/qat.py: fake-quantized forward, distilled from the float start
