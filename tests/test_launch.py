@@ -46,6 +46,13 @@ def _lines(out: str) -> list[list[str]]:
     return [shlex.split(line) for line in out.splitlines() if line.strip()]
 
 
+def _recipe_args(cmd: list[str]) -> list[str]:
+    """The arguments `cmd` runs ``python -m embeddinggemma_jax.recipe`` with (it must run it)."""
+    i = cmd.index("-m")
+    assert cmd[i + 1] == "embeddinggemma_jax.recipe", cmd
+    return cmd[i + 2 :]
+
+
 def test_scripts_pass_shellcheck():
     assert len(SCRIPTS) == 5, SCRIPTS
     proc = subprocess.run(
@@ -127,13 +134,7 @@ def test_gpu_single_node():
     venv, install, job = _lines(out)
     assert venv[:3] == ["python3", "-m", "venv"] and "[cuda]" in install[-1]
     assert "CUDA_VISIBLE_DEVICES=0,1" in job
-    i = job.index("-m")
-    assert job[i + 1 :] == [
-        "embeddinggemma_jax.recipe",
-        f"--config={CONFIG}",
-        "--workdir=runs/300m",
-        "--config.seed=3",
-    ]
+    assert _recipe_args(job) == [f"--config={CONFIG}", "--workdir=runs/300m", "--config.seed=3"]
 
 
 def test_slurm_submits_itself_then_runs_one_task_per_node():
@@ -144,9 +145,7 @@ def test_slurm_submits_itself_then_runs_one_task_per_node():
     (srun,) = _lines(_run("slurm.sbatch", "--dry-run", *args, env={"SLURM_JOB_ID": "42"}).stdout)
     assert srun[0] == "srun" and "--ntasks-per-node=1" in srun
     assert "--output=/shared/r-logs/%j-%N.log" in srun  # one log per node
-    i = srun.index("-m")
-    assert srun[i + 1 :] == [
-        "embeddinggemma_jax.recipe",
+    assert _recipe_args(srun) == [
         f"--config={CONFIG}",
         "--workdir=/shared/r",
         "--stage=prefinetune",
