@@ -50,11 +50,7 @@ def get_config(arg=None):
     c.causal_lm.extra_rows = config_dict.placeholder(int)  # None: what UL2 at 512 / 512 needs
     c.model.preset = "embeddinggemma_300m"
     c.data.global_batch_size = 128
-    c.optimizer.learning_rate = 3e-4
-    c.optimizer.warmup_steps = 2000
-    c.optimizer.decay = "cosine"
-    c.optimizer.end_learning_rate_fraction = 0.1
-    c.optimizer.weight_decay = 0.01
+    common.cosine_decay(c, 3e-4, warmup_steps=2000)
     c.checkpoint.best_metric = ""  # no evaluation: keep the latest checkpoints
     c.num_steps = 100_000
     if variant == "300m":

@@ -46,14 +46,40 @@ def accelerator(c) -> None:
     c.mesh.fsdp = -1
 
 
+def cosine_decay(
+    c,
+    learning_rate: float | None = None,
+    warmup_steps: int | None = None,
+    *,
+    end_fraction: float = 0.1,
+    weight_decay: float = 0.01,
+) -> None:
+    """Linear warm-up to `learning_rate`, cosine decay to `end_fraction` of it, AdamW with
+    `weight_decay`: the schedule every long stage uses (None leaves a setting as it is)."""
+    if learning_rate is not None:
+        c.optimizer.learning_rate = learning_rate
+    if warmup_steps is not None:
+        c.optimizer.warmup_steps = warmup_steps
+    c.optimizer.decay = "cosine"
+    c.optimizer.end_learning_rate_fraction = end_fraction
+    c.optimizer.weight_decay = weight_decay
+
+
+def quiet(c, log_every: int) -> None:
+    """A run inside a larger job (a test, a search trial, a recipe stage): synchronous
+    checkpoints (the caller reads them back at once), a log line every `log_every` steps, no
+    TensorBoard, no progress bar (the caller prints its own)."""
+    c.checkpoint.async_save = False
+    c.log.every = log_every
+    c.log.tensorboard = False
+    c.log.progress = False
+
+
 def smoke_run(c) -> None:
     """A few quiet CPU steps for tests and smoke runs: high learning rate, one warm-up step,
-    synchronous checkpoints every 2 steps, a log line per step, no TensorBoard, no progress bar."""
+    checkpoints every 2 steps, a log line per step."""
     c.num_steps = 3
     c.optimizer.learning_rate = 1e-3
     c.optimizer.warmup_steps = 1
     c.checkpoint.every = 2
-    c.checkpoint.async_save = False
-    c.log.every = 1
-    c.log.tensorboard = False
-    c.log.progress = False
+    quiet(c, log_every=1)

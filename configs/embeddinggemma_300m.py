@@ -37,10 +37,8 @@ def get_config(arg=None):
     c.init_from = "google/embeddinggemma-300m"
     c.model.preset = "embeddinggemma_300m"
     common.accelerator(c)
-    c.optimizer.weight_decay = 0.01
+    common.cosine_decay(c)  # each variant sets its learning rate and warm-up
     c.optimizer.clip_norm = 1.0
-    c.optimizer.decay = "cosine"
-    c.optimizer.end_learning_rate_fraction = 0.1
     c.checkpoint.every = 1000
     c.checkpoint.keep = 3
     c.log.every = 20

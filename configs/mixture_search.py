@@ -24,10 +24,14 @@ one's dev split is a dev task of its task group unless ``search.dev_tasks`` is s
 scored on sympy's.
 """
 
+import sys
 from pathlib import Path
 
 import ml_collections
 from ml_collections import config_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ is loaded by path
+from configs import common  # noqa: E402
 
 VARIANTS = ("full", "tiny")
 
@@ -102,10 +106,7 @@ def get_config(arg=None):
         train.optimizer.warmup_steps = 5
         train.checkpoint.every = 20
         train.checkpoint.keep = 1
-        train.checkpoint.async_save = False
-        train.log.every = 10
-        train.log.tensorboard = False
-        train.log.progress = False
+        common.quiet(train, log_every=10)
         train.eval.at_start = False
         c.train = train
         c.search = _search(

@@ -8,9 +8,14 @@ builds the dataset and tokenizer first (cached; the config's ``prepare`` step,
 `embeddinggemma_jax.quickstart.prepare`) and evaluates the held-out split before and after.
 """
 
+import sys
+from pathlib import Path
+
 import ml_collections
 
-from embeddinggemma_jax.train.config import base_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # configs/ is loaded by path
+from configs import common  # noqa: E402
+from embeddinggemma_jax.train.config import base_config  # noqa: E402
 
 
 def get_config(arg=None):
@@ -43,11 +48,7 @@ def get_config(arg=None):
     c.data.min_bucket = 64  # one padded shape per role: one compilation of the step
     c.data.num_threads = 1
     c.data.prefetch_buffer_size = 2
-    c.optimizer.learning_rate = 5e-3
-    c.optimizer.warmup_steps = 20
-    c.optimizer.decay = "cosine"
-    c.optimizer.end_learning_rate_fraction = 0.05
-    c.optimizer.weight_decay = 0.1
+    common.cosine_decay(c, 5e-3, warmup_steps=20, end_fraction=0.05, weight_decay=0.1)
     # The full objective: contrastive with a BM25 hard negative per query, spread-out,
     # Matryoshka. A random encoder cannot yet tell near-duplicates apart, so the hard negative
     # is not up-weighted (alpha 0) and the temperature is softer than for finetuning.

@@ -50,12 +50,14 @@ def _load(spec: str):
     return c
 
 
-def _quiet(c, every: int = 10) -> None:
-    """Stage runs inside the recipe: the recipe prints one line per stage."""
-    c.log.progress = False
-    c.log.tensorboard = False
-    c.log.every = every
-    c.checkpoint.async_save = False  # a stage ends by reading its checkpoint back
+def _language_model_run(c, num_steps: int, learning_rate: float) -> None:
+    """The causal-LM and UL2 stages at CPU scale: 32 sequences a step, a short warm-up."""
+    c.data.global_batch_size = 32
+    c.num_steps = num_steps
+    c.optimizer.learning_rate = learning_rate
+    c.optimizer.warmup_steps = 5
+    c.checkpoint.every = 30
+    common.quiet(c, log_every=10)  # the recipe prints one line per stage
 
 
 def _stages_quickstart(c, scale: float = 1.0) -> None:
@@ -67,24 +69,14 @@ def _stages_quickstart(c, scale: float = 1.0) -> None:
     lm = _load("causal_lm.py:tiny")
     lm.model.update(TINY_SHAPE)
     lm.random_init.residual_scale = 0.0  # from the skip path, as configs/quickstart.py
-    lm.data.global_batch_size = 32
     lm.causal_lm.max_length = 96
-    lm.num_steps = steps(60)
-    lm.optimizer.learning_rate = 3e-3
-    lm.optimizer.warmup_steps = 5
-    lm.checkpoint.every = 30
-    _quiet(lm)
+    _language_model_run(lm, steps(60), learning_rate=3e-3)
     c.causal_lm = lm
 
     ul2 = _load("ul2_adaptation.py:tiny")
-    ul2.data.global_batch_size = 32
     ul2.ul2.encoder_max_length = 96
     ul2.ul2.decoder_max_length = 48
-    ul2.num_steps = steps(60)
-    ul2.optimizer.learning_rate = 2e-3
-    ul2.optimizer.warmup_steps = 5
-    ul2.checkpoint.every = 30
-    _quiet(ul2)
+    _language_model_run(ul2, steps(60), learning_rate=2e-3)
     c.ul2 = ul2
 
     search = _load("mixture_search.py:tiny")
@@ -102,13 +94,13 @@ def _stages_quickstart(c, scale: float = 1.0) -> None:
     pre.num_steps = steps(120)
     pre.checkpoint.every = 40
     pre.eval.at_start = False
-    _quiet(pre)
+    common.quiet(pre, log_every=10)
     c.prefinetune = pre
 
     search.train.num_steps = steps(20)
     search.train.checkpoint.every = steps(20)
     search.train.optimizer.warmup_steps = 2
-    _quiet(search.train)
+    common.quiet(search.train, log_every=10)
     search.search.num_dirichlet = 2
     search.search.num_bo = 1
     search.search.top_k = 2
@@ -126,7 +118,7 @@ def _stages_quickstart(c, scale: float = 1.0) -> None:
     qat.optimizer.warmup_steps = 2
     qat.loss.distill_weight = 1.0
     qat.checkpoint.every = steps(20)
-    _quiet(qat)
+    common.quiet(qat, log_every=10)
     c.qat.train = qat
 
 

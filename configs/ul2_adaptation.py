@@ -48,11 +48,7 @@ def get_config(arg=None):
     c.ul2.text_fields = ("text",)
     c.ul2.seed = 0
     c.data.global_batch_size = 256
-    c.optimizer.learning_rate = 1e-4
-    c.optimizer.warmup_steps = 1000
-    c.optimizer.decay = "cosine"
-    c.optimizer.end_learning_rate_fraction = 0.1
-    c.optimizer.weight_decay = 0.01
+    common.cosine_decay(c, 1e-4, warmup_steps=1000)
     c.checkpoint.best_metric = ""
     c.num_steps = 100_000
     if variant in ("balanced", "unbalanced"):
