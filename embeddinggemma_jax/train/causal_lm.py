@@ -39,6 +39,7 @@ from embeddinggemma_jax.model.config import ModelConfig
 from embeddinggemma_jax.model.transformer import Transformer
 from embeddinggemma_jax.text.packing import pack_rows
 from embeddinggemma_jax.train import perf
+from embeddinggemma_jax.train.config import setting, text_setting
 from embeddinggemma_jax.train.step import TrainTask
 
 # The export_info key of the decoder's ModelConfig; not "model_config", which marks an
@@ -204,13 +205,6 @@ def load_causal_lm(path: str | Path, **config_overrides) -> tuple[ModelConfig, d
 
 
 # -- the stage as a TrainTask ---------------------------------------------------------------------
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
-
-
 class CausalLMTask(TrainTask):
     """The causal-LM stage (see the module docstring)."""
 
@@ -220,19 +214,19 @@ class CausalLMTask(TrainTask):
     def __init__(self, config: Any, *, batch_shards: int = 1):
         del batch_shards
         from embeddinggemma_jax.text import Tokenizer
-        from embeddinggemma_jax.train.contrastive import model_config_from
+        from embeddinggemma_jax.train.contrastive import check_tokenizer_fits, model_config_from
         from embeddinggemma_jax.train.ul2 import Sequences, ul2_extra_rows
 
         self.config = config
         cfg = config.get("causal_lm")
         model_cfg = config.get("model")
-        tokenizer_path = str(_get(config, "tokenizer", "") or "")
+        tokenizer_path = text_setting(config, "tokenizer")
         if not tokenizer_path:
             raise ValueError("config.tokenizer: the causal_lm stage needs a tokenizer.model path")
-        if str(_get(config, "init_from", "") or ""):
+        if text_setting(config, "init_from"):
             raise ValueError("config.init_from: the causal_lm stage trains from random weights")
         self.tokenizer = Tokenizer(tokenizer_path)
-        extra = _get(cfg, "extra_rows")
+        extra = setting(cfg, "extra_rows")
         if extra is None:  # room for the next stage's sentinels and mode ids
             extra = ul2_extra_rows(self.tokenizer, *UL2_LENGTHS)
         self.extra_rows = int(extra)
@@ -241,30 +235,15 @@ class CausalLMTask(TrainTask):
         rows = self.tokenizer.vocab_size + self.extra_rows
         base = model_config_from(model_cfg, vocab_size=rows)
         self.model_config = base.replace(bidirectional=False)
-        if self.model_config.vocab_size < self.tokenizer.vocab_size:
-            raise ValueError(
-                f"model.vocab_size={self.model_config.vocab_size} is below the "
-                f"{self.tokenizer.vocab_size} pieces of tokenizer {tokenizer_path}"
-            )
-        if self.tokenizer.pad_id != self.model_config.pad_id:
-            raise ValueError(
-                f"tokenizer pad id {self.tokenizer.pad_id} != model pad_id {self.model_config.pad_id}"
-            )
-        self.max_length = int(_get(cfg, "max_length", 512))
-        self.pack = bool(_get(cfg, "pack", False))
-        self.add_eos = bool(_get(cfg, "add_eos", True))
-        self.global_batch_size = int(_get(config.get("data"), "global_batch_size", 32))
-        train_data = str(_get(config, "train_data", "") or "")
-        if not train_data:
-            raise ValueError(
-                "config.train_data: the causal_lm stage needs JSONL text files (path or glob)"
-            )
-        fields = tuple(_get(cfg, "text_fields", ("text",)))
-        self.sequences = Sequences(train_data, fields, self.tokenizer)
-        self.sequences.validate()
+        check_tokenizer_fits(self.tokenizer, tokenizer_path, self.model_config)
+        self.max_length = int(setting(cfg, "max_length", 512))
+        self.pack = bool(setting(cfg, "pack", False))
+        self.add_eos = bool(setting(cfg, "add_eos", True))
+        self.global_batch_size = int(setting(config.get("data"), "global_batch_size", 32))
+        self.sequences = Sequences.from_config(config, cfg, "causal_lm", self.tokenizer)
         self.compute_dtype = self.model_config.dtype
         self._loss_fn = make_causal_lm_loss_fn(
-            self.model_config, z_loss=float(_get(cfg, "z_loss", 0.0))
+            self.model_config, z_loss=float(setting(cfg, "z_loss", 0.0))
         )
 
     # -- model ----------------------------------------------------------------------------------
@@ -287,6 +266,8 @@ class CausalLMTask(TrainTask):
 
     # -- data -----------------------------------------------------------------------------------
     def data_iterator(self, start_step: int = 0):
+        from embeddinggemma_jax.train.ul2 import resume
+
         it = CausalLMBatches(
             self.sequences.from_index,
             self.global_batch_size,
@@ -296,12 +277,7 @@ class CausalLMTask(TrainTask):
             pad_id=self.tokenizer.pad_id,
             pack=self.pack,
         )
-        if start_step and not self.pack:  # one sequence per row: a fixed count per step
-            it.set_state({"index": start_step * self.global_batch_size})
-        elif start_step:
-            for _ in range(start_step):
-                next(it)
-        return it
+        return resume(it, start_step, None if self.pack else self.global_batch_size)
 
     def batch_stats(self, host_batch: Mapping[str, Any]) -> dict[str, float]:
         seg = host_batch["segments"]

@@ -7,11 +7,27 @@ None (an ml_collections placeholder) means "the default of whatever it configure
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
 
 from embeddinggemma_jax import parallel
 from embeddinggemma_jax.train import optimizer
+
+
+def setting(cfg: Any, key: str, default: Any = None) -> Any:
+    """``cfg[key]`` of a config section (a ConfigDict, mapping or object), `default` where the
+    section is None or the key is missing or None (a placeholder: "the default")."""
+    if cfg is None:
+        return default
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def text_setting(cfg: Any, key: str) -> str:
+    """`setting` as a string: "" where unset (paths, specs)."""
+    return str(setting(cfg, key) or "")
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -40,6 +40,7 @@ from embeddinggemma_jax.model import (
 )
 from embeddinggemma_jax.model.config import EXECUTION_FIELDS, layer_pattern
 from embeddinggemma_jax.train import perf
+from embeddinggemma_jax.train.config import setting, text_setting
 from embeddinggemma_jax.train.gradcache import (
     embed_batch,
     full_batch_value_and_grad,
@@ -64,13 +65,6 @@ SHAPE_FIELDS = (
 )
 PRESETS = ("tiny", "embeddinggemma_300m")
 ROLES = ("query", "positive", "negative")
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
 
 
 def _as_dict(cfg: Any) -> dict:
@@ -118,16 +112,29 @@ def _with_head(base: ModelConfig, changes: dict[str, Any]) -> ModelConfig:
 def _exec_overrides(model_cfg: Any) -> dict[str, Any]:
     """The execution fields this run sets. `quant` always: a run started from a QAT checkpoint
     trains in float unless it asks for a scheme itself (a QAT checkpoint is a float one)."""
-    out = {k: _get(model_cfg, k) for k in EXECUTION_FIELDS if _get(model_cfg, k) is not None}
-    return {"quant": _get(model_cfg, "quant"), **out}
+    out = {k: setting(model_cfg, k) for k in EXECUTION_FIELDS if setting(model_cfg, k) is not None}
+    return {"quant": setting(model_cfg, "quant"), **out}
 
 
 def _check_no_shape_overrides(model_cfg: Any, source: str, allowed: tuple[str, ...] = ()) -> None:
-    set_fields = [k for k in SHAPE_FIELDS if _get(model_cfg, k) is not None and k not in allowed]
+    set_fields = [k for k in SHAPE_FIELDS if setting(model_cfg, k) is not None and k not in allowed]
     if set_fields:
         raise ValueError(
             f"model.{set_fields[0]} is set, but the model's shape comes from init_from={source!r}; "
             f"unset the model shape fields (only {' / '.join(EXECUTION_FIELDS)} apply)"
+        )
+
+
+def check_tokenizer_fits(tokenizer: Any, tokenizer_path: str, model_config: ModelConfig) -> None:
+    """ValueError unless the model embeds every piece of `tokenizer` and pads with its pad id."""
+    if tokenizer.vocab_size > model_config.vocab_size:
+        raise ValueError(
+            f"tokenizer {tokenizer_path} has {tokenizer.vocab_size} pieces but the model's "
+            f"embedding table has {model_config.vocab_size} rows"
+        )
+    if tokenizer.pad_id != model_config.pad_id:
+        raise ValueError(
+            f"tokenizer pad id {tokenizer.pad_id} != model pad_id {model_config.pad_id}"
         )
 
 
@@ -148,7 +155,7 @@ def data_mapping(config: Any) -> dict[str, Any]:
     """``config.data`` as a dict for `DataConfig.from_mapping`, with ``config.train_data``
     (a path or glob) replacing the path of its single dataset."""
     data = _as_dict(config.data)
-    train_data = str(_get(config, "train_data", "") or "")
+    train_data = text_setting(config, "train_data")
     if train_data:
         datasets = list(data.get("datasets") or [])
         if len(datasets) != 1:
@@ -178,8 +185,8 @@ class ContrastiveTask(TrainTask):
         from embeddinggemma_jax.text import DEFAULT_PROMPTS, Tokenizer
 
         self.config = config
-        init_from = str(_get(config, "init_from", "") or "")
-        tokenizer_path = str(_get(config, "tokenizer", "") or "")
+        init_from = text_setting(config, "init_from")
+        tokenizer_path = text_setting(config, "tokenizer")
         model_cfg = config.get("model")
         exec_overrides = _exec_overrides(model_cfg)
         self._loaded_params = None
@@ -197,7 +204,9 @@ class ContrastiveTask(TrainTask):
             elif "encoder_decoder_config" in info:  # a UL2 run: its encoder, a fresh head
                 _check_no_shape_overrides(model_cfg, init_from, allowed=HEAD_FIELDS)
                 encoder = info["encoder_decoder_config"]["encoder"]
-                head = {k: tuple(_get(model_cfg, k)) for k in HEAD_FIELDS if _get(model_cfg, k)}
+                head = {
+                    k: tuple(setting(model_cfg, k)) for k in HEAD_FIELDS if setting(model_cfg, k)
+                }
                 self.model_config = _with_head(
                     checkpoint._model_config({"model_config": encoder}),
                     {**head, "bidirectional": True, **exec_overrides},
@@ -234,15 +243,7 @@ class ContrastiveTask(TrainTask):
                 model_config_from(model_cfg, vocab_size=self.tokenizer.vocab_size),
                 **exec_overrides,
             )
-        if self.tokenizer.vocab_size > self.model_config.vocab_size:
-            raise ValueError(
-                f"tokenizer {tokenizer_path} has {self.tokenizer.vocab_size} pieces but the model's "
-                f"embedding table has {self.model_config.vocab_size} rows"
-            )
-        if self.tokenizer.pad_id != self.model_config.pad_id:
-            raise ValueError(
-                f"tokenizer pad id {self.tokenizer.pad_id} != model pad_id {self.model_config.pad_id}"
-            )
+        check_tokenizer_fits(self.tokenizer, tokenizer_path, self.model_config)
 
         self.data_config = DataConfig.from_mapping(data_mapping(config))
         self.prompts = dict(self.data_config.prompts or stored_prompts or DEFAULT_PROMPTS)
@@ -259,7 +260,7 @@ class ContrastiveTask(TrainTask):
             )
         self.loss_kwargs = loss
         self._loss_fn = embeddinggemma_loss_fn(**loss)
-        self.chunk = _get(config.get("grad_cache"), "chunk")
+        self.chunk = setting(config.get("grad_cache"), "chunk")
         if self.chunk is not None:
             self.chunk = int(self.chunk)
             if self.chunk < 1 or self.chunk % batch_shards:
@@ -274,12 +275,12 @@ class ContrastiveTask(TrainTask):
     # -- teacher --------------------------------------------------------------------------------
     def _load_teacher(self, cfg: Any) -> None:
         self.teacher_config = self.teacher_params = None
-        path = str(_get(cfg, "path", "") or "")
+        path = text_setting(cfg, "path")
         if not path:
             return
         from embeddinggemma_jax.embedder import Embedder
 
-        teacher = Embedder.from_pretrained(path, dtype=_get(cfg, "dtype", "float32"))
+        teacher = Embedder.from_pretrained(path, dtype=setting(cfg, "dtype", "float32"))
         mine = checkpoint.file_sha256(self.tokenizer.path)
         theirs = checkpoint.file_sha256(teacher.tokenizer.path)
         if mine != theirs:
@@ -291,13 +292,13 @@ class ContrastiveTask(TrainTask):
         self.teacher_config = teacher.config
         self.teacher_params = jax.device_get(teacher.params)
         self.teacher_model = EmbeddingGemma(teacher.config)
-        self.teacher_chunk = _get(cfg, "chunk")
+        self.teacher_chunk = setting(cfg, "chunk")
         logging.info("frozen teacher %s (output dim %d)", path, teacher.config.output_dim)
 
     # -- eval -----------------------------------------------------------------------------------
     def _load_eval(self, cfg: Any) -> None:
         self.eval_task = None
-        spec = str(_get(cfg, "task", "") or "")
+        spec = text_setting(cfg, "task")
         if not spec:
             return
         from embeddinggemma_jax.eval import get_task
@@ -305,19 +306,19 @@ class ContrastiveTask(TrainTask):
         self.eval_task = get_task(spec)
         if not hasattr(self.eval_task, "qrels"):
             raise ValueError(f"eval.task={spec!r} is a {self.eval_task.type} task, not retrieval")
-        prompt = _get(cfg, "query_prompt")
+        prompt = setting(cfg, "query_prompt")
         if prompt:
             if prompt not in self.prompts:
                 raise ValueError(
                     f"eval.query_prompt={prompt!r} is not in the prompt table ({sorted(self.prompts)})"
                 )
             self.eval_task.query_prompt = prompt
-        dims = tuple(_get(cfg, "dims", ()) or ()) or (self.model_config.output_dim,)
+        dims = tuple(setting(cfg, "dims", ()) or ()) or (self.model_config.output_dim,)
         self.eval_dims = tuple(int(d) for d in dims)
-        self.eval_metrics = tuple(_get(cfg, "metrics", ("ndcg_at_10", "recall_at_10")))
-        self.eval_batch_size = int(_get(cfg, "batch_size", 64))
+        self.eval_metrics = tuple(setting(cfg, "metrics", ("ndcg_at_10", "recall_at_10")))
+        self.eval_batch_size = int(setting(cfg, "batch_size", 64))
         self.eval_max_length = int(
-            _get(cfg, "max_length", 0)
+            setting(cfg, "max_length", 0)
             or max(self.data_config.query_max_length, self.data_config.doc_max_length)
         )
         self._embedder = None

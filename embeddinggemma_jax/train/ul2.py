@@ -73,6 +73,7 @@ from embeddinggemma_jax.model.encoder_decoder import (
 from embeddinggemma_jax.model.head import EmbeddingHead
 from embeddinggemma_jax.model.model import param_shapes
 from embeddinggemma_jax.readers import read_jsonl
+from embeddinggemma_jax.train.config import setting, text_setting
 from embeddinggemma_jax.train.optimizer import with_trainable_windows
 from embeddinggemma_jax.train.step import TrainTask
 
@@ -342,13 +343,6 @@ def export_embedder_init(
 
 
 # -- the stage as a TrainTask -------------------------------------------------------------------
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if cfg is None:
-        return default
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
-
-
 def special_ids(tokenizer: Any, count: int) -> tuple[list[int], tuple[int, int, int]]:
     """(sentinel ids, (NLU, NLG, S2S) mode ids): the tokenizer's `<unusedN>` pieces (Gemma has
     thousands), else new ids just past its vocabulary (the model's table must then be larger)."""
@@ -361,15 +355,16 @@ def special_ids(tokenizer: Any, count: int) -> tuple[list[int], tuple[int, int, 
 
 
 def _ul2_config(cfg: Any, tokenizer: Any) -> UL2Config:
-    enc, dec = int(_get(cfg, "encoder_max_length", 512)), int(_get(cfg, "decoder_max_length", 512))
-    s_fraction = float(_get(cfg, "s_fraction", 0.2))
+    enc = int(setting(cfg, "encoder_max_length", 512))
+    dec = int(setting(cfg, "decoder_max_length", 512))
+    s_fraction = float(setting(cfg, "s_fraction", 0.2))
     base = dict(
         decoder_start_id=tokenizer.bos_id,
         eos_id=tokenizer.eos_id,
         denoisers=default_denoisers(s_fraction),
         encoder_max_length=enc,
         decoder_max_length=dec,
-        seed=int(_get(cfg, "seed", 0)),
+        seed=int(setting(cfg, "seed", 0)),
     )
     count = 8
     while True:  # the fewest sentinels the lengths need (UL2Config checks and says how many)
@@ -407,6 +402,20 @@ class Sequences:
         self.fields, self.tokenizer = fields, tokenizer
         self.count = None
 
+    @classmethod
+    def from_config(cls, config: Any, stage_cfg: Any, stage: str, tokenizer: Any) -> Sequences:
+        """The validated sequences of ``config.train_data`` under the stage section's
+        ``text_fields`` (the causal-LM and UL2 stages read their text the same way)."""
+        train_data = text_setting(config, "train_data")
+        if not train_data:
+            raise ValueError(
+                f"config.train_data: the {stage} stage needs JSONL text files (path or glob)"
+            )
+        fields = tuple(setting(stage_cfg, "text_fields", ("text",)))
+        sequences = cls(train_data, fields, tokenizer)
+        sequences.validate()
+        return sequences
+
     def _texts(self) -> Iterator[str]:
         for path in self.paths:
             for _, record in read_jsonl(path):
@@ -436,6 +445,18 @@ class Sequences:
                 i += 1
 
 
+def resume(it: Any, start_step: int, sequences_per_step: int | None) -> Any:
+    """`it` (a batcher over `Sequences.from_index`) moved to `start_step`: set to the sequence
+    index where each step takes a fixed count (padded batches), else stepped through (packed
+    rows hold a varying number)."""
+    if start_step and sequences_per_step is not None:
+        it.set_state({"index": start_step * sequences_per_step})
+    elif start_step:
+        for _ in range(start_step):
+            next(it)
+    return it
+
+
 class UL2Task(TrainTask):
     """The UL2 encoder-decoder stage (see the module docstring)."""
 
@@ -450,9 +471,11 @@ class UL2Task(TrainTask):
         self.config = config
         ul2_cfg = config.get("ul2")
         model_cfg = config.get("model")
-        exec_overrides = {k: _get(model_cfg, k) for k in EXECUTION_FIELDS if _get(model_cfg, k)}
-        tokenizer_path = str(_get(config, "tokenizer", "") or "")
-        self.init_from = str(_get(config, "init_from", "") or "")
+        exec_overrides = {
+            k: setting(model_cfg, k) for k in EXECUTION_FIELDS if setting(model_cfg, k)
+        }
+        tokenizer_path = text_setting(config, "tokenizer")
+        self.init_from = text_setting(config, "init_from")
         if self.init_from and checkpoint.is_run_path(self.init_from):
             # A causal_lm run of ours: its tokenizer is the default, another one an error.
             step_dir, info = checkpoint.load_model_info(self.init_from)
@@ -468,7 +491,7 @@ class UL2Task(TrainTask):
         if not tokenizer_path:
             raise ValueError("config.tokenizer: the UL2 stage needs a tokenizer.model path")
         self.tokenizer = Tokenizer(tokenizer_path)
-        self.decoder_from = str(_get(ul2_cfg, "decoder_from", "") or "")
+        self.decoder_from = text_setting(ul2_cfg, "decoder_from")
         if self.decoder_from and not self.init_from:
             raise ValueError("ul2.decoder_from (unbalanced) needs init_from (the encoder's source)")
         if self.init_from:
@@ -496,22 +519,15 @@ class UL2Task(TrainTask):
                 f"sentinel and mode ids needs {rows} embedding rows; the model has "
                 f"{self.model_config.encoder.vocab_size}{hint}"
             )
-        self.cross_attention_init = _get(ul2_cfg, "cross_attention_init")
-        self.warmup_steps = int(_get(ul2_cfg, "cross_attention_warmup_steps", 0))
-        self.global_batch_size = int(_get(config.get("data"), "global_batch_size", 32))
-        self.pack = bool(_get(ul2_cfg, "pack", False))
-        fields = tuple(_get(ul2_cfg, "text_fields", ("text",)))
-        train_data = str(_get(config, "train_data", "") or "")
-        if not train_data:
-            raise ValueError(
-                "config.train_data: the UL2 stage needs JSONL text files (path or glob)"
-            )
-        self.sequences = Sequences(train_data, fields, self.tokenizer)
-        self.sequences.validate()
+        self.cross_attention_init = setting(ul2_cfg, "cross_attention_init")
+        self.warmup_steps = int(setting(ul2_cfg, "cross_attention_warmup_steps", 0))
+        self.global_batch_size = int(setting(config.get("data"), "global_batch_size", 32))
+        self.pack = bool(setting(ul2_cfg, "pack", False))
+        self.sequences = Sequences.from_config(config, ul2_cfg, "UL2", self.tokenizer)
         self.compute_dtype = self.model_config.encoder.dtype
         self._loss_fn = make_ul2_loss_fn(
             self.model_config,
-            z_loss=float(_get(ul2_cfg, "z_loss", 0.0)),
+            z_loss=float(setting(ul2_cfg, "z_loss", 0.0)),
         )  # scalar metrics only (the trainer averages and logs every metric as a number)
 
     # -- model ----------------------------------------------------------------------------------
@@ -549,12 +565,7 @@ class UL2Task(TrainTask):
             pack=self.pack,
             pad_id=self.tokenizer.pad_id,
         )
-        if start_step and not self.pack:  # padded batches: a fixed number of sequences per step
-            it.set_state({"index": start_step * self.global_batch_size})
-        elif start_step:
-            for _ in range(start_step):
-                next(it)
-        return it
+        return resume(it, start_step, None if self.pack else self.global_batch_size)
 
     def batch_stats(self, host_batch: Mapping[str, Any]) -> dict[str, float]:
         tokens = float(np.sum(host_batch["encoder_segment_ids"] > 0)) + float(
