@@ -40,7 +40,7 @@ from embeddinggemma_jax.model.transformer import Transformer
 from embeddinggemma_jax.text.packing import pack_rows
 from embeddinggemma_jax.train import perf
 from embeddinggemma_jax.train.config import setting, text_setting
-from embeddinggemma_jax.train.step import TrainTask
+from embeddinggemma_jax.train.ul2 import TextStage, ul2_extra_rows
 
 # The export_info key of the decoder's ModelConfig; not "model_config", which marks an
 # embedding model for `checkpoint.load_for_inference`.
@@ -205,17 +205,15 @@ def load_causal_lm(path: str | Path, **config_overrides) -> tuple[ModelConfig, d
 
 
 # -- the stage as a TrainTask ---------------------------------------------------------------------
-class CausalLMTask(TrainTask):
+class CausalLMTask(TextStage):
     """The causal-LM stage (see the module docstring)."""
 
     name = "causal_lm"
-    shown_metrics = ("loss", "accuracy", "grad_norm")
 
     def __init__(self, config: Any, *, batch_shards: int = 1):
         del batch_shards
         from embeddinggemma_jax.text import Tokenizer
         from embeddinggemma_jax.train.contrastive import check_tokenizer_fits, model_config_from
-        from embeddinggemma_jax.train.ul2 import Sequences, ul2_extra_rows
 
         self.config = config
         cfg = config.get("causal_lm")
@@ -237,10 +235,8 @@ class CausalLMTask(TrainTask):
         self.model_config = base.replace(bidirectional=False)
         check_tokenizer_fits(self.tokenizer, tokenizer_path, self.model_config)
         self.max_length = int(setting(cfg, "max_length", 512))
-        self.pack = bool(setting(cfg, "pack", False))
         self.add_eos = bool(setting(cfg, "add_eos", True))
-        self.global_batch_size = int(setting(config.get("data"), "global_batch_size", 32))
-        self.sequences = Sequences.from_config(config, cfg, "causal_lm", self.tokenizer)
+        self._read_text(config, cfg, "causal_lm")
         self.compute_dtype = self.model_config.dtype
         self._loss_fn = make_causal_lm_loss_fn(
             self.model_config, z_loss=float(setting(cfg, "z_loss", 0.0))
@@ -266,8 +262,6 @@ class CausalLMTask(TrainTask):
 
     # -- data -----------------------------------------------------------------------------------
     def data_iterator(self, start_step: int = 0):
-        from embeddinggemma_jax.train.ul2 import resume
-
         it = CausalLMBatches(
             self.sequences.from_index,
             self.global_batch_size,
@@ -277,7 +271,7 @@ class CausalLMTask(TrainTask):
             pad_id=self.tokenizer.pad_id,
             pack=self.pack,
         )
-        return resume(it, start_step, None if self.pack else self.global_batch_size)
+        return self._resumed(it, start_step)
 
     def batch_stats(self, host_batch: Mapping[str, Any]) -> dict[str, float]:
         seg = host_batch["segments"]
@@ -288,11 +282,6 @@ class CausalLMTask(TrainTask):
         tokens = float(np.sum(seg > 0))
         forward += 2.0 * cfg.embed_dim * cfg.vocab_size * tokens  # tied logits
         return {"tokens": tokens, "flops": 3.0 * forward}
-
-    # -- objective ------------------------------------------------------------------------------
-    def value_and_grad(self, params, batch, rng, frozen):
-        del frozen
-        return jax.value_and_grad(self._loss_fn, has_aux=True)(params, batch, rng)
 
     # -- export ---------------------------------------------------------------------------------
     def export_info(self) -> dict[str, Any]:
@@ -309,6 +298,3 @@ class CausalLMTask(TrainTask):
                 "extra_rows": self.model_config.vocab_size - self.tokenizer.vocab_size,
             },
         }
-
-    def tokenizer_file(self) -> Path:
-        return Path(self.tokenizer.path)

@@ -445,23 +445,40 @@ class Sequences:
                 i += 1
 
 
-def resume(it: Any, start_step: int, sequences_per_step: int | None) -> Any:
-    """`it` (a batcher over `Sequences.from_index`) moved to `start_step`: set to the sequence
-    index where each step takes a fixed count (padded batches), else stepped through (packed
-    rows hold a varying number)."""
-    if start_step and sequences_per_step is not None:
-        it.set_state({"index": start_step * sequences_per_step})
-    elif start_step:
-        for _ in range(start_step):
-            next(it)
-    return it
+class TextStage(TrainTask):
+    """What the causal-LM and UL2 stages share: text sequences from ``config.train_data``, padded
+    or packed batches of them, a loss over the batch alone, the tokenizer saved beside the run."""
+
+    shown_metrics = ("loss", "accuracy", "grad_norm")
+
+    def _read_text(self, config: Any, stage_cfg: Any, stage: str) -> None:
+        """global_batch_size, pack and the validated sequences (after ``self.tokenizer``)."""
+        self.global_batch_size = int(setting(config.get("data"), "global_batch_size", 32))
+        self.pack = bool(setting(stage_cfg, "pack", False))
+        self.sequences = Sequences.from_config(config, stage_cfg, stage, self.tokenizer)
+
+    def _resumed(self, it: Any, start_step: int) -> Any:
+        """`it` (a batcher over ``self.sequences.from_index``) moved to `start_step`: padded
+        batches take a fixed count of sequences per step, packed rows a varying one (stepped)."""
+        if start_step and not self.pack:
+            it.set_state({"index": start_step * self.global_batch_size})
+        elif start_step:
+            for _ in range(start_step):
+                next(it)
+        return it
+
+    def value_and_grad(self, params, batch, rng, frozen):
+        del frozen
+        return jax.value_and_grad(self._loss_fn, has_aux=True)(params, batch, rng)
+
+    def tokenizer_file(self) -> Path:
+        return Path(self.tokenizer.path)
 
 
-class UL2Task(TrainTask):
+class UL2Task(TextStage):
     """The UL2 encoder-decoder stage (see the module docstring)."""
 
     name = "ul2"
-    shown_metrics = ("loss", "accuracy", "grad_norm")
 
     def __init__(self, config: Any, *, batch_shards: int = 1):
         del batch_shards
@@ -521,9 +538,7 @@ class UL2Task(TrainTask):
             )
         self.cross_attention_init = setting(ul2_cfg, "cross_attention_init")
         self.warmup_steps = int(setting(ul2_cfg, "cross_attention_warmup_steps", 0))
-        self.global_batch_size = int(setting(config.get("data"), "global_batch_size", 32))
-        self.pack = bool(setting(ul2_cfg, "pack", False))
-        self.sequences = Sequences.from_config(config, ul2_cfg, "UL2", self.tokenizer)
+        self._read_text(config, ul2_cfg, "UL2")
         self.compute_dtype = self.model_config.encoder.dtype
         self._loss_fn = make_ul2_loss_fn(
             self.model_config,
@@ -565,18 +580,13 @@ class UL2Task(TrainTask):
             pack=self.pack,
             pad_id=self.tokenizer.pad_id,
         )
-        return resume(it, start_step, None if self.pack else self.global_batch_size)
+        return self._resumed(it, start_step)
 
     def batch_stats(self, host_batch: Mapping[str, Any]) -> dict[str, float]:
         tokens = float(np.sum(host_batch["encoder_segment_ids"] > 0)) + float(
             np.sum(host_batch["decoder_loss_mask"])
         )
         return {"tokens": tokens, "flops": 0.0}
-
-    # -- objective ------------------------------------------------------------------------------
-    def value_and_grad(self, params, batch, rng, frozen):
-        del frozen
-        return jax.value_and_grad(self._loss_fn, has_aux=True)(params, batch, rng)
 
     # -- export ---------------------------------------------------------------------------------
     def export_info(self) -> dict[str, Any]:
@@ -598,6 +608,3 @@ class UL2Task(TrainTask):
                 "denoisers": [dataclasses.asdict(d) for d in self.ul2.denoisers],
             },
         }
-
-    def tokenizer_file(self) -> Path:
-        return Path(self.tokenizer.path)
