@@ -16,15 +16,10 @@ from embeddinggemma_jax.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory, cheap_compile):
-    """The trainers here compile their train step once, XLA's cheapest way (cheap_compile)."""
-    previous = jax.config.jax_compilation_cache_dir
-    previous_min = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", previous)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous_min)
+def compilation_cache(compilation_cache, cheap_compile):
+    """The trainers here compile their train step once (conftest's module cache), XLA's cheapest
+    way (cheap_compile)."""
+    return compilation_cache
 
 
 def _fit(config, workdir):

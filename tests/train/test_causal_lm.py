@@ -2,7 +2,6 @@
 UL2 (init_from = that run: T5Gemma's balanced init) -> contrastive (init_from = the UL2 run: its
 adapted encoder and a fresh head)."""
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -23,38 +22,16 @@ from embeddinggemma_jax.train.causal_lm import (
 from embeddinggemma_jax.train.trainer import Trainer
 from embeddinggemma_jax.train.ul2 import UL2Task, ul2_extra_rows
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _config(name: str, variant: str, tmp: Path, **overrides):
-    spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config(variant)
-    with c.unlocked():
-        for key, value in overrides.items():
-            node = c
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node[p]
-            node[leaf] = value
-    return c
-
 
 def _causal_config(tmp: Path, rows=None, **overrides):
     rows = trainlib.records(48) if rows is None else rows
-    return _config(
+    return trainlib.load_config(
         "causal_lm",
         "tiny",
-        tmp,
         tokenizer=str(trainlib.train_sentencepiece(tmp / "spm")),
         train_data=str(trainlib.write_jsonl(tmp / "data" / "text.jsonl", rows)),
         **{"causal_lm.text_fields": ("query", "positive"), **overrides},
     )
-
-
-def _leaves(tree):
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
 def _assert_same(a, b, what):
@@ -95,16 +72,7 @@ def test_batches_resume_exactly(tmp_path):
     for pack in (False, True):
         task = CausalLMTask(_causal_config(tmp_path, **{"causal_lm.pack": pack}))
         assert task.model_config.vocab_size == task.tokenizer.vocab_size + task.extra_rows
-        it = task.data_iterator(0)
-        next(it)
-        state = it.get_state()
-        want = [next(it) for _ in range(3)]
-        resumed = task.data_iterator(0)
-        resumed.set_state(state)
-        for batch in want:
-            got = next(resumed)
-            for k in batch:
-                np.testing.assert_array_equal(got[k], batch[k], err_msg=f"pack={pack} {k}")
+        want = trainlib.assert_iterator_resumes(task, f"pack={pack}")
         tokens, segments = want[0]["tokens"], want[0]["segments"]
         starts = (segments > 0) & (np.diff(segments, axis=1, prepend=0) != 0)
         assert np.all(tokens[starts] == task.tokenizer.bos_id)  # every text starts with BOS
@@ -162,10 +130,9 @@ def test_chain_causal_lm_then_ul2_then_contrastive(tmp_path):
     assert ul2_extra_rows(lm.task.tokenizer, 48, 32) <= lm.task.extra_rows
 
     # UL2 from the run: tokenizer defaults to the run's; balanced T5Gemma init.
-    ul2 = _config(
+    ul2 = trainlib.load_config(
         "ul2_adaptation",
         "tiny",
-        tmp_path,
         init_from=str(tmp_path / "causal_lm"),
         tokenizer="",
         train_data=causal.train_data,
@@ -184,7 +151,7 @@ def test_chain_causal_lm_then_ul2_then_contrastive(tmp_path):
     adapt.fit()
     adapt.close()
     adapted = jax.device_get(adapt.state.params["encoder"])
-    assert any(np.any(a != b) for a, b in zip(_leaves(adapted), _leaves(decoder)))
+    assert any(np.any(a != b) for a, b in zip(trainlib.leaves(adapted), trainlib.leaves(decoder)))
 
     # Contrastive pre-finetuning from the UL2 run: its encoder, a fresh head (of the shape
     # config.model.head_dims asks for), its tokenizer. (Training from an adapted encoder:
@@ -199,7 +166,7 @@ def test_chain_causal_lm_then_ul2_then_contrastive(tmp_path):
     embedder = pre.task.model_config
     assert embedder.bidirectional and embedder.head_dims == (32, 24)
     assert embedder.matryoshka_dims == (24, 12)
-    assert [w.shape for w in _leaves(pre.state.params["head"])] == [(48, 32), (32, 24)]
+    assert [w.shape for w in trainlib.leaves(pre.state.params["head"])] == [(48, 32), (32, 24)]
     assert checkpoint.file_sha256(pre.task.tokenizer.path) == checkpoint.file_sha256(
         causal.tokenizer
     )
@@ -213,10 +180,9 @@ def test_wrong_runs_fail_in_one_line(tmp_path):
     checkpoint.save_params(
         tmp_path / "causal_lm", 1, params, model_info=task.export_info(), tokenizer=causal.tokenizer
     )
-    ul2 = _config(
+    ul2 = trainlib.load_config(
         "ul2_adaptation",
         "tiny",
-        tmp_path,
         init_from=str(tmp_path / "causal_lm"),
         train_data=causal.train_data,
         **{"ul2.text_fields": ("query", "positive")},

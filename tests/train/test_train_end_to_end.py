@@ -17,10 +17,6 @@ from embeddinggemma_jax.text import Tokenizer
 from embeddinggemma_jax.train.trainer import Trainer
 
 
-def _leaves(tree):
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
-
-
 def test_sentence_transformers_folder_to_orbax_and_back(tmp_path, cheap_compile):
     config = trainlib.tiny_config(
         tmp_path,
@@ -41,7 +37,7 @@ def test_sentence_transformers_folder_to_orbax_and_back(tmp_path, cheap_compile)
     assert trainer.task.model_config.head_dims == model_cfg.head_dims
     first = trainer.restore_or_init()
     assert first == 0
-    for a, b in zip(_leaves(trainer.state.params), _leaves(start)):
+    for a, b in zip(trainlib.leaves(trainer.state.params), trainlib.leaves(start)):
         np.testing.assert_array_equal(a, b)  # starts from the folder's weights
     summary = trainer.fit()
     trainer.close()
@@ -55,9 +51,9 @@ def test_sentence_transformers_folder_to_orbax_and_back(tmp_path, cheap_compile)
     assert {"tokens_per_s", "learning_rate", "grad_norm"} <= set(lines[-2])
 
     # The workdir loads for inference (latest step), and encodes.
-    trained = _leaves(trainer.state.params)
+    trained = trainlib.leaves(trainer.state.params)
     embedder = Embedder.from_pretrained(tmp_path / "run")
-    for a, b in zip(_leaves(embedder.params), trained):
+    for a, b in zip(trainlib.leaves(embedder.params), trained):
         np.testing.assert_array_equal(a, b)
     q = embedder.encode_query(["Sort the list of x."])
     d = embedder.encode_document(["def sort_list(x):\n    return sorted(x)"], titles=["mod0"])
@@ -91,6 +87,6 @@ def test_sentence_transformers_folder_to_orbax_and_back(tmp_path, cheap_compile)
         config.eval.task = ""
     stage2 = Trainer(config, tmp_path / "stage2")
     assert stage2.restore_or_init() == 0
-    for a, b in zip(_leaves(stage2.state.params), trained):
+    for a, b in zip(trainlib.leaves(stage2.state.params), trained):
         np.testing.assert_array_equal(a, b)
     stage2.close()

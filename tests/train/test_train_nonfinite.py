@@ -1,16 +1,22 @@
 """Non-finite steps: a batch whose loss is NaN never reaches the params or a checkpoint; the
 skips are counted, and too many in a row stop the run with one clear error."""
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO
 from jax.sharding import PartitionSpec
 
 from embeddinggemma_jax import checkpoint
 from embeddinggemma_jax.train.config import base_config
 from embeddinggemma_jax.train.step import TrainTask
 from embeddinggemma_jax.train.trainer import NonFiniteError, Trainer
+
+sys.path.insert(0, str(REPO))  # configs/ is a folder of the checkout, as the configs import it
+from configs import common  # noqa: E402
 
 
 class _Batches:
@@ -67,14 +73,11 @@ class _Quadratic(TrainTask):
 
 def _config(num_steps, **nonfinite):
     c = base_config()
+    common.smoke_run(c)  # quiet, synchronous, a log row per step
     c.num_steps = num_steps
     c.mesh.data = 1
     c.optimizer.learning_rate = 0.05
     c.checkpoint.every = 0
-    c.checkpoint.async_save = False
-    c.log.every = 1
-    c.log.tensorboard = False
-    c.log.progress = False
     c.nonfinite.update(nonfinite)
     return c
 

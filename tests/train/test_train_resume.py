@@ -29,16 +29,10 @@ def _losses(workdir):
 
 
 @pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory, cheap_compile):
-    """Trainers with identical steps reuse one compilation (same HLO) within this module, made
-    XLA's cheapest way (cheap_compile)."""
-    previous = jax.config.jax_compilation_cache_dir
-    previous_min = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jaxcache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", previous)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous_min)
+def compilation_cache(compilation_cache, cheap_compile):
+    """Trainers with identical steps reuse one compilation (same HLO) within this module
+    (conftest's module cache), made XLA's cheapest way (cheap_compile)."""
+    return compilation_cache
 
 
 def test_resume_after_kill_is_exact(tmp_path, compilation_cache):

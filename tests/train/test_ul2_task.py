@@ -1,7 +1,6 @@
 """The UL2 stage in the generic Trainer (configs/ul2_adaptation.py:tiny), then the hand-off:
 extract_encoder from the workdir -> sentence-transformers folder -> a contrastive run from it."""
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -15,40 +14,22 @@ Trainer = pytest.importorskip("embeddinggemma_jax.train.trainer").Trainer
 trainlib = pytest.importorskip("trainlib")
 UL2Task = pytest.importorskip("embeddinggemma_jax.train.ul2").UL2Task
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _ul2_config(tmp: Path, **ul2):
-    spec = importlib.util.spec_from_file_location("ul2_config", REPO / "configs/ul2_adaptation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config("tiny")
-    with c.unlocked():
-        c.tokenizer = str(trainlib.train_sentencepiece(tmp / "spm"))
-        c.train_data = str(trainlib.write_jsonl(tmp / "data" / "text.jsonl", trainlib.records(48)))
-        c.ul2.text_fields = ("query", "positive")
-        for k, v in ul2.items():
-            c.ul2[k] = v
-    return c
-
-
-def _leaves(tree):
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+    return trainlib.load_config(
+        "ul2_adaptation",
+        "tiny",
+        tokenizer=str(trainlib.train_sentencepiece(tmp / "spm")),
+        train_data=str(trainlib.write_jsonl(tmp / "data" / "text.jsonl", trainlib.records(48))),
+        **{"ul2.text_fields": ("query", "positive")},
+        **{f"ul2.{k}": v for k, v in ul2.items()},
+    )
 
 
 def test_iterator_resumes_exactly(tmp_path):
     for pack in (False, True):
         task = UL2Task(_ul2_config(tmp_path, pack=pack))
-        it = task.data_iterator(0)
-        next(it)
-        state = it.get_state()
-        expected = [next(it) for _ in range(3)]
-        resumed = task.data_iterator(0)
-        resumed.set_state(state)
-        for want in expected:
-            got = next(resumed)
-            for key, value in want.items():
-                np.testing.assert_array_equal(got[key], value, err_msg=f"pack={pack} {key}")
+        expected = trainlib.assert_iterator_resumes(task, f"pack={pack}")
         assert expected[0]["decoder_loss_mask"].sum() > 0
 
 
@@ -65,7 +46,9 @@ def test_ul2_stage_then_prefinetuning_from_its_encoder(tmp_path):
 
     # The workdir's checkpoint -> embedder params: the trained encoder plus a fresh head.
     params = extract_encoder(tmp_path / "ul2", embedder_config, jax.random.key(0))
-    for a, b in zip(_leaves(params["encoder"]), _leaves(trainer.state.params["encoder"])):
+    for a, b in zip(
+        trainlib.leaves(params["encoder"]), trainlib.leaves(trainer.state.params["encoder"])
+    ):
         np.testing.assert_array_equal(a, b)
 
     # -> a sentence-transformers folder that a contrastive stage starts from (init_from).
@@ -78,7 +61,9 @@ def test_ul2_stage_then_prefinetuning_from_its_encoder(tmp_path):
         stage.tokenizer = ""
     contrastive = Trainer(stage, tmp_path / "prefinetune")
     contrastive.restore_or_init()
-    for a, b in zip(_leaves(contrastive.state.params["encoder"]), _leaves(params["encoder"])):
+    for a, b in zip(
+        trainlib.leaves(contrastive.state.params["encoder"]), trainlib.leaves(params["encoder"])
+    ):
         np.testing.assert_array_equal(a, b)
     summary = contrastive.fit()
     contrastive.close()
@@ -97,10 +82,10 @@ def test_cross_attention_warmup_steps_freeze_everything_else(tmp_path):
         config,
         tmp_path / "run",
         task=lambda mesh: UL2Task(config),
-        on_step=lambda t, step: snapshots.append(_leaves(t.state.params)),
+        on_step=lambda t, step: snapshots.append(trainlib.leaves(t.state.params)),
     )
     trainer.restore_or_init()
-    start = _leaves(trainer.state.params)
+    start = trainlib.leaves(trainer.state.params)
     trainer.fit()
     trainer.close()
     cross = jax.tree.leaves(cross_attention_mask(trainer.state.params))

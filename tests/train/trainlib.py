@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 VERBS = ["sort", "parse", "read", "write", "merge", "split", "count", "format", "load", "join"]
+REPO = Path(__file__).resolve().parents[2]
 NOUNS = ["list", "file", "header", "path", "number", "string", "table", "record", "token", "line"]
+TIMING = {"tokens_per_s", "steps_per_s", "mfu"}  # wall-clock metrics: differ run to run
 
 
 def records(n: int = 48, num_negatives: int = 2, seed: int = 0) -> list[dict]:
@@ -90,27 +93,80 @@ def train_sentencepiece(folder: Path) -> Path:
     return model
 
 
+def load_config(name: str, variant: str = "", **overrides):
+    """configs/`name`.py's ``get_config(variant)`` with `overrides` (dotted keys: ``**{"log.every":
+    1}``) set."""
+    from embeddinggemma_jax import cli
+
+    c = cli.load_config(f"{REPO / 'configs' / name}.py" + (f":{variant}" if variant else ""))
+    with c.unlocked():
+        c.update_from_flattened_dict(overrides)
+    return c
+
+
 def tiny_config(tmp: Path, *, num_steps: int = 3, with_eval: bool = False, **overrides):
     """configs/tiny.py pointed at synthetic data and a tiny tokenizer under `tmp`."""
-    import importlib.util
-
-    repo = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("tiny_config", repo / "configs" / "tiny.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    c = mod.get_config()
     rows = records()
-    with c.unlocked():
-        c.num_steps = num_steps
-        c.tokenizer = str(train_sentencepiece(tmp / "spm"))
-        c.train_data = str(write_jsonl(tmp / "data" / "train.jsonl", rows))
-        if with_eval:
-            c.eval.task = str(write_beir(tmp / "data" / "beir", rows[:16]))
-            c.eval.query_prompt = "query"
-        for key, value in overrides.items():
-            node = c
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node[p]
-            node[leaf] = value
-    return c
+    values = {
+        "num_steps": num_steps,
+        "tokenizer": str(train_sentencepiece(tmp / "spm")),
+        "train_data": str(write_jsonl(tmp / "data" / "train.jsonl", rows)),
+    }
+    if with_eval:
+        values["eval.task"] = str(write_beir(tmp / "data" / "beir", rows[:16]))
+        values["eval.query_prompt"] = "query"
+    return load_config("tiny", **{**values, **overrides})
+
+
+def main_inputs(tmp: Path) -> None:
+    """The training data and tokenizer of `main_command` under `tmp`."""
+    train_sentencepiece(tmp / "spm")
+    write_jsonl(tmp / "data" / "train.jsonl", records())
+
+
+def main_command(tmp: Path, workdir: Path, num_steps: int, *flags: str) -> list[str]:
+    """The training CLI on configs/tiny.py (run it from the repo root) for `num_steps` on the
+    inputs `main_inputs(tmp)` wrote, then `flags`."""
+    return [
+        sys.executable,
+        "-m",
+        "embeddinggemma_jax.main",
+        "--config=configs/tiny.py",
+        f"--workdir={workdir}",
+        f"--config.train_data={tmp / 'data' / 'train.jsonl'}",
+        f"--config.tokenizer={tmp / 'spm' / 'tokenizer.model'}",
+        f"--config.num_steps={num_steps}",
+        *flags,
+    ]
+
+
+def train_rows(workdir: Path) -> list[dict]:
+    """The run's train rows of metrics.jsonl without the wall-clock figures (`TIMING`)."""
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows if r["split"] == "train"]
+
+
+def leaves(tree) -> list:
+    """The leaves of `tree` as NumPy arrays, on the host."""
+    import jax
+    import numpy as np
+
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+def assert_iterator_resumes(task, what: str) -> list[dict]:
+    """`task`'s data iterator, resumed from its state after one batch, gives the next 3 batches
+    again, array for array (`what` names the case). Returns those batches."""
+    import numpy as np
+
+    it = task.data_iterator(0)
+    next(it)
+    state = it.get_state()
+    want = [next(it) for _ in range(3)]
+    resumed = task.data_iterator(0)
+    resumed.set_state(state)
+    for batch in want:
+        got = next(resumed)
+        for k in batch:
+            np.testing.assert_array_equal(got[k], batch[k], err_msg=f"{what} {k}")
+    return want
