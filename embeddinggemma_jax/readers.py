@@ -14,6 +14,8 @@ not UTF-8 is an error at the line where it stops being so); lines end at ``\\n``
 it is dropped; U+2028, form feeds and other characters stay in the line); a name ending in ``.gz``
 is decompressed. JSONL skips blank lines; line numbers are physical (blank lines counted).
 
+`write_jsonl` is the matching writer (UTF-8, one object a line, non-ASCII kept as it is).
+
 The random-access sources of `data.sources` use the same pieces (`decode_json`, `open_bytes`,
 `read_parquet_table`), so a bad line reads the same whichever way it was reached.
 """
@@ -25,7 +27,7 @@ import json
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 from embeddinggemma_jax.errors import LocatedError
@@ -192,6 +194,16 @@ def read_jsonl(
         yield where, decode_json(line, where, objects=objects)
     if not count and not allow_empty:
         raise LocatedError("no records", where=shown)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping]) -> int:
+    """`rows` as JSONL at `path` (UTF-8, non-ASCII as it is); returns how many were written."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
 
 
 def read_parquet_table(path: str | os.PathLike):

@@ -33,6 +33,7 @@ import numpy as np
 
 from embeddinggemma_jax.cache import cache_dir
 from embeddinggemma_jax.errors import UserError
+from embeddinggemma_jax.readers import write_jsonl  # building.write_jsonl for the builders
 
 SPLITS = ("train", "dev", "test")
 
@@ -207,15 +208,6 @@ def text_negatives(
         num_negatives,
         seed,
     )
-
-
-def write_jsonl(path: Path, rows: Iterable[Mapping]) -> int:
-    count = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    return count
 
 
 def save_retrieval(

@@ -5,7 +5,6 @@ and the field, e.g. ``queries.jsonl line 3: field 'text': missing``."""
 from __future__ import annotations
 
 import errno
-import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -170,9 +169,3 @@ def read_qrels(folder: Path, query_ids: set[str]) -> dict[str, dict[str, int]]:
     if not qrels:
         raise TaskDataError("no records", where=str(path))
     return qrels
-
-
-def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")

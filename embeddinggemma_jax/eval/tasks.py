@@ -72,8 +72,8 @@ from embeddinggemma_jax.eval.files import (
     read_ided,
     read_qrels,
     read_records,
-    write_jsonl,
 )
+from embeddinggemma_jax.readers import write_jsonl
 from embeddinggemma_jax.text.prompts import apply_document_prompts
 
 __all__ = [
