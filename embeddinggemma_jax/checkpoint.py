@@ -81,6 +81,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def tokenizer_info(path: str | os.PathLike) -> dict[str, str]:
+    """The ``tokenizer`` entry of a run's model info: the file beside the checkpoints (where
+    the run copies `path`) and the sha256 its loaders check."""
+    return {"file": TOKENIZER, "sha256": file_sha256(path)}
+
+
 def _to_json(x: Any) -> Any:
     """JSON-able copy (tuples -> lists, numpy scalars -> Python, ConfigDict -> dict)."""
     if hasattr(x, "to_dict"):
@@ -399,7 +405,7 @@ def save_params(
     info = _to_json(dict(model_info))
     if tokenizer is not None:
         placed = _place_tokenizer(workdir, tokenizer)
-        info["tokenizer"] = {"file": TOKENIZER, "sha256": file_sha256(placed)}
+        info["tokenizer"] = tokenizer_info(placed)
     step_dir = directory / str(int(step))
     if step_dir.exists():
         raise CheckpointError(f"step {step} already exists", where=str(step_dir))

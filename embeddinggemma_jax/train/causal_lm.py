@@ -288,10 +288,7 @@ class CausalLMTask(TextStage):
         return {
             "task": self.name,
             DECODER_CONFIG: dataclasses.asdict(self.model_config),
-            "tokenizer": {
-                "file": checkpoint.TOKENIZER,
-                "sha256": checkpoint.file_sha256(self.tokenizer.path),
-            },
+            "tokenizer": checkpoint.tokenizer_info(self.tokenizer.path),
             "causal_lm": {
                 "max_length": self.max_length,
                 "tokenizer_pieces": self.tokenizer.vocab_size,

@@ -466,10 +466,7 @@ class ContrastiveTask(TrainTask):
             "task": self.name,
             "model_config": dataclasses.asdict(self.model_config),
             "prompts": self.prompts,
-            "tokenizer": {
-                "file": checkpoint.TOKENIZER,
-                "sha256": checkpoint.file_sha256(self.tokenizer.path),
-            },
+            "tokenizer": checkpoint.tokenizer_info(self.tokenizer.path),
             "max_length": max(self.data_config.query_max_length, self.data_config.doc_max_length),
         }
 

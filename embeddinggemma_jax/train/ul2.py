@@ -596,10 +596,7 @@ class UL2Task(TextStage):
                 "encoder": dataclasses.asdict(self.model_config.encoder),
                 "decoder": dataclasses.asdict(self.model_config.decoder),
             },
-            "tokenizer": {
-                "file": checkpoint.TOKENIZER,
-                "sha256": checkpoint.file_sha256(self.tokenizer.path),
-            },
+            "tokenizer": checkpoint.tokenizer_info(self.tokenizer.path),
             "ul2": {
                 "encoder_max_length": self.ul2.encoder_max_length,
                 "decoder_max_length": self.ul2.decoder_max_length,
