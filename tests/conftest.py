@@ -37,6 +37,19 @@ def train_tiny_tokenizer(folder: Path, text: str, vocab_size: int = 263):
     return Tokenizer(train_bpe(folder / "corpus.txt", folder / "sp", vocab_size))
 
 
+def gguf_model_config():
+    """The 300m preset scaled down for the GGUF export tests: Gemma's 262k vocabulary (its
+    tokenizer), 5 local + 1 global layers (llama.cpp's gemma-embedding), widths that GGUF's
+    32-value blocks divide."""
+    from embeddinggemma_jax.model.config import ModelConfig, layer_pattern
+
+    return ModelConfig.embeddinggemma_300m().replace(
+        embed_dim=64, head_dim=32, mlp_dim=96, num_layers=6, layer_types=layer_pattern(6),
+        sliding_window=12,  # local layers see |i - j| < 7
+        query_pre_attn_scalar=32.0, head_dims=(160, 64), matryoshka_dims=(64,), max_length=512,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def cheap_compile():
     """XLA's cheapest compile (jax_disable_most_optimizations; JAX_DISABLE_MOST_OPTIMIZATIONS=1

@@ -5,11 +5,11 @@ on a text longer than the local window."""
 import jax
 import numpy as np
 import pytest
+from conftest import gguf_model_config
 
 from embeddinggemma_jax.embedder import Embedder
 from embeddinggemma_jax.errors import UserError
 from embeddinggemma_jax.interop.gguf_export import write_gguf
-from embeddinggemma_jax.model.config import ModelConfig, layer_pattern
 from embeddinggemma_jax.model.model import init_params
 from embeddinggemma_jax.text.tokenizer import Tokenizer
 
@@ -22,37 +22,22 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = ModelConfig.tiny(
-        vocab_size=262_144,
-        embed_dim=64,
-        head_dim=32,
-        mlp_dim=96,
-        num_layers=6,
-        layer_types=layer_pattern(6),
-        sliding_window=12,  # local layers see |i - j| < 7
-        query_pre_attn_scalar=32.0,
-        head_dims=(160, 64),
-        matryoshka_dims=(64,),
-        max_length=512,
-    )
+    cfg = gguf_model_config()
     params = jax.device_get(init_params(cfg, jax.random.key(0)))
     # Larger weights than the init so every layer moves the result.
     return cfg, jax.tree.map(lambda x: np.asarray(x) * (30 if x.ndim > 1 else 1), params)
 
 
-@pytest.mark.parametrize("quant,floor", [("f32", 0.99999), ("q8_0", 0.999), ("q4_0", 0.999)])
-def test_llama_cpp_runs_our_gguf(model, gemma_tokenizer_model, tmp_path, quant, floor):
-    llama_cpp = pytest.importorskip("llama_cpp")
+def _write(tmp_path, model, tokenizer_file, quant):
     cfg, params = model
-    path = write_gguf(
-        tmp_path / "m.gguf",
-        params,
-        cfg,
-        tokenizer_file=gemma_tokenizer_model,
-        quant=quant,
-        progress=False,
+    return write_gguf(
+        tmp_path / "m.gguf", params, cfg, tokenizer_file=tokenizer_file, quant=quant, progress=False
     )
-    llm = llama_cpp.Llama(
+
+
+def _llama(llama_cpp, path):
+    """llama.cpp's embedding model of the GGUF file at `path`, mean-pooled, 512 tokens."""
+    return llama_cpp.Llama(
         model_path=str(path),
         embedding=True,
         pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
@@ -61,6 +46,20 @@ def test_llama_cpp_runs_our_gguf(model, gemma_tokenizer_model, tmp_path, quant, 
         n_ubatch=512,
         verbose=False,
     )
+
+
+def _embed(llm):
+    """llama.cpp's embeddings of TEXTS, unit length."""
+    got = np.asarray([llm.embed(t) for t in TEXTS], np.float32)
+    return got / np.linalg.norm(got, axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("quant,floor", [("f32", 0.99999), ("q8_0", 0.999), ("q4_0", 0.999)])
+def test_llama_cpp_runs_our_gguf(model, gemma_tokenizer_model, tmp_path, quant, floor):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    cfg, params = model
+    path = _write(tmp_path, model, gemma_tokenizer_model, quant)
+    llm = _llama(llama_cpp, path)
     ours = Embedder(
         cfg.replace(quant=None if quant == "f32" else quant),
         params,
@@ -70,9 +69,7 @@ def test_llama_cpp_runs_our_gguf(model, gemma_tokenizer_model, tmp_path, quant, 
     ids = ours.tokenizer.encode(TEXTS)
     assert [llm.tokenize(t.encode()) for t in TEXTS] == [list(map(int, x)) for x in ids]
     assert len(ids[-1]) > 2 * cfg.window
-    got = np.asarray([llm.embed(t) for t in TEXTS], np.float32)
-    got /= np.linalg.norm(got, axis=-1, keepdims=True)
-    cos = np.sum(got * ours.encode(TEXTS), axis=-1)
+    cos = np.sum(_embed(llm) * ours.encode(TEXTS), axis=-1)
     assert cos.min() >= floor, cos
 
 
@@ -91,14 +88,7 @@ def test_llama_cpp_runs_our_f16_gguf(model, gemma_tokenizer_model, tmp_path):
 
     llama_cpp = pytest.importorskip("llama_cpp")
     cfg, params = model
-    path = write_gguf(
-        tmp_path / "m.gguf",
-        params,
-        cfg,
-        tokenizer_file=gemma_tokenizer_model,
-        quant="f16",
-        progress=False,
-    )
+    path = _write(tmp_path, model, gemma_tokenizer_model, "f16")
     types = {t.name: (t.tensor_type, len(t.shape)) for t in gguf.GGUFReader(path).tensors}
     assert {n for n, (_, ndim) in types.items() if ndim > 1} >= {
         "token_embd.weight", "blk.0.attn_q.weight", "blk.5.ffn_down.weight", "dense_2.weight",
@@ -107,18 +97,7 @@ def test_llama_cpp_runs_our_f16_gguf(model, gemma_tokenizer_model, tmp_path):
     for name, (qtype, ndim) in types.items():
         expected = gguf.GGMLQuantizationType.F16 if ndim > 1 else gguf.GGMLQuantizationType.F32
         assert qtype == expected, name
-    llm = llama_cpp.Llama(
-        model_path=str(path),
-        embedding=True,
-        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-        n_ctx=512,
-        n_batch=512,
-        n_ubatch=512,
-        verbose=False,
-    )
     ours = Embedder(cfg, params, Tokenizer(gemma_tokenizer_model), max_length=512)
-    got = np.asarray([llm.embed(t) for t in TEXTS], np.float32)
-    got /= np.linalg.norm(got, axis=-1, keepdims=True)
-    cos = np.sum(got * ours.encode(TEXTS), axis=-1)
+    cos = np.sum(_embed(_llama(llama_cpp, path)) * ours.encode(TEXTS), axis=-1)
     print(f"f16: min cosine {cos.min():.7f}")
     assert cos.min() >= 0.9999, cos  # measured 1.000000 to 6 places; F16 rounding alone

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jax
 import pytest
+from conftest import gguf_model_config
 
 from embeddinggemma_jax import checkpoint
 from embeddinggemma_jax.export import export
-from embeddinggemma_jax.model.config import ModelConfig, layer_pattern
 from embeddinggemma_jax.model.model import init_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,19 +26,7 @@ SEED = int(os.environ.get("EGJ_KILL_SEED", "0"))
 def run_dir(tmp_path_factory, gemma_tokenizer_model):
     """A parameters-only run of a small model with Gemma's 262k vocabulary (a 64 MiB embedding
     table: the write takes long enough to be caught in the middle)."""
-    cfg = ModelConfig.tiny(
-        vocab_size=262_144,
-        embed_dim=64,
-        head_dim=32,
-        mlp_dim=96,
-        num_layers=6,
-        layer_types=layer_pattern(6),
-        sliding_window=12,
-        query_pre_attn_scalar=32.0,
-        head_dims=(160, 64),
-        matryoshka_dims=(64,),
-        max_length=512,
-    )
+    cfg = gguf_model_config()
     params = jax.device_get(init_params(cfg, jax.random.key(0)))
     run = tmp_path_factory.mktemp("export-kill") / "run"
     checkpoint.save_params(run, 1, params, model_info=cfg, tokenizer=gemma_tokenizer_model)

@@ -29,23 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("EGJ_KILL_SEED", "0"))
 STEPS = 10
 KILLS = 4
-TIMING = {"tokens_per_s", "steps_per_s", "mfu"}  # wall-clock figures: differ run to run
 
 
 def _command(tmp: Path, workdir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "embeddinggemma_jax.main",
-        "--config=configs/tiny.py",
-        f"--workdir={workdir}",
-        f"--config.train_data={tmp / 'data' / 'train.jsonl'}",
-        f"--config.tokenizer={tmp / 'spm' / 'tokenizer.model'}",
-        f"--config.num_steps={STEPS}",
-        "--config.checkpoint.every=1",
-        "--config.checkpoint.async_save=True",
-        "--config.checkpoint.keep=2",
-    ]
+    flags = ["--config.checkpoint.every=1", "--config.checkpoint.async_save=True"]
+    return trainlib.main_command(tmp, workdir, STEPS, *flags, "--config.checkpoint.keep=2")
 
 
 def _env() -> dict[str, str]:
@@ -105,11 +93,6 @@ def _kill_when(proc, workdir: Path, kind: str, step: int, delay: float, log: Pat
     return bool(_tmp_dirs(workdir) - stale)
 
 
-def _train_rows(workdir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows if r["split"] == "train"]
-
-
 def _final(workdir: Path):
     step_dir = checkpoint.resolve_step_dir(workdir)
     meta = json.loads((step_dir / "meta" / "metadata").read_text())
@@ -118,8 +101,7 @@ def _final(workdir: Path):
 
 @pytest.mark.slow
 def test_sigkill_anywhere_resumes_exactly(tmp_path):
-    trainlib.train_sentencepiece(tmp_path / "spm")
-    trainlib.write_jsonl(tmp_path / "data" / "train.jsonl", trainlib.records())
+    trainlib.main_inputs(tmp_path)
 
     straight = tmp_path / "straight"
     done = subprocess.run(_command(tmp_path, straight), cwd=REPO, env=_env(), capture_output=True)
@@ -150,7 +132,7 @@ def test_sigkill_anywhere_resumes_exactly(tmp_path):
     assert not (killed / checkpoint.DAMAGED).exists()
     assert not _tmp_dirs(killed)  # the killed writes were removed, not left to pile up
 
-    want, got = _train_rows(straight), _train_rows(killed)
+    want, got = trainlib.train_rows(straight), trainlib.train_rows(killed)
     assert [r["step"] for r in got] == list(range(1, STEPS + 1))  # each step logged once
     assert got == want  # every loss and metric, exactly
     want_step, want_data, want_params = _final(straight)

@@ -26,22 +26,11 @@ import trainlib  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8
 TERM_AFTER = 3  # SIGTERM once step 3 is logged
-TIMING = {"tokens_per_s", "steps_per_s", "mfu"}
 
 
 def _command(tmp: Path, workdir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "embeddinggemma_jax.main",
-        "--config=configs/tiny.py",
-        f"--workdir={workdir}",
-        f"--config.train_data={tmp / 'data' / 'train.jsonl'}",
-        f"--config.tokenizer={tmp / 'spm' / 'tokenizer.model'}",
-        f"--config.num_steps={STEPS}",
-        "--config.checkpoint.every=2",
-        "--config.checkpoint.async_save=True",
-    ]
+    flags = ["--config.checkpoint.every=2", "--config.checkpoint.async_save=True"]
+    return trainlib.main_command(tmp, workdir, STEPS, *flags)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -99,19 +88,13 @@ def _last_logged_step(workdir: Path) -> int:
     return max(steps, default=0)
 
 
-def _train_rows(workdir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows if r["split"] == "train"]
-
-
 def _params(workdir: Path):
     return jax.device_get(checkpoint.restore_params(workdir))
 
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_and_resume_after_sigterm(tmp_path):
-    trainlib.train_sentencepiece(tmp_path / "spm")
-    trainlib.write_jsonl(tmp_path / "data" / "train.jsonl", trainlib.records())
+    trainlib.main_inputs(tmp_path)
 
     single = tmp_path / "single"
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -146,7 +129,7 @@ def test_two_processes_train_like_one_and_resume_after_sigterm(tmp_path):
     assert _wait(procs) == [0, 0], _logs(procs)
     assert f"training contrastive from step {step} to {STEPS}" in procs[0][1].read_text()
 
-    want, got = _train_rows(single), _train_rows(pair)
+    want, got = trainlib.train_rows(single), trainlib.train_rows(pair)
     assert [r["step"] for r in got] == list(range(1, STEPS + 1))
     assert got == want  # every per-step loss and metric, exactly
     flat = jax.tree_util.tree_flatten_with_path(_params(single))[0]
