@@ -26,7 +26,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, compilation_cache):
+    # compilation_cache keeps every program this run compiles (most of the tiny model's take
+    # under the repo-wide cache's 0.5 s): the search's trials and the finetunes share shapes, and
+    # the SIGKILL test's recipe processes load them all instead of compiling them again.
     workdir = tmp_path_factory.mktemp("recipe")
     lines: list[str] = []
     report = recipe.run(load_config(CONFIG), workdir, log=lines.append)
@@ -112,7 +115,7 @@ def test_sigkill_mid_stage_then_rerun_gives_the_same_report(finished, tmp_path):
     _, report, _ = finished
     cmd = [sys.executable, "-m", "embeddinggemma_jax.recipe", f"--config={CONFIG}",
            f"--workdir={tmp_path}"]  # fmt: skip
-    # The programs the fixture's run compiled (tests/conftest.py's cache) serve this one too.
+    # The programs the fixture's run compiled (its compilation_cache) serve this one too.
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir}  # fmt: skip
     for marker in (tmp_path / "prefinetune" / "run" / "checkpoints", tmp_path / "search" / "study"):
