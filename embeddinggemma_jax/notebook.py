@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import os
 import random
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from embeddinggemma_jax import cli
+from embeddinggemma_jax.readers import write_jsonl
 
 MODEL_ID = "google/embeddinggemma-300m"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the checkout's experiment configs
@@ -91,12 +91,11 @@ def write_beir(folder: Path, rows: list[tuple[str, str, str]]) -> Path:
     """(module, query, positive) rows as a retrieval task in the BEIR layout (corpus.jsonl,
     queries.jsonl, qrels.tsv), which the evaluation reads as it is: query i -> document i."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for i, (m, _, p) in enumerate(rows):
-            f.write(json.dumps({"_id": f"d{i}", "title": m, "text": p}) + "\n")
-    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
-        for i, (_, q, _) in enumerate(rows):
-            f.write(json.dumps({"_id": f"q{i}", "text": q}) + "\n")
+    corpus = [{"_id": f"d{i}", "title": m, "text": p} for i, (m, _, p) in enumerate(rows)]
+    write_jsonl(folder / "corpus.jsonl", corpus)
+    write_jsonl(
+        folder / "queries.jsonl", [{"_id": f"q{i}", "text": q} for i, (_, q, _) in enumerate(rows)]
+    )
     (folder / "qrels.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(rows)))
     )
@@ -111,7 +110,7 @@ def stdlib_finetune_data(out: Path, modules: list[str] = MODULES, seed: int = 1)
     held_out = pairs[::5]
     train = [{"query": q, "positive": p, "title": m} for i, (m, q, p) in enumerate(pairs) if i % 5]
     train_file = out / "train.jsonl"
-    train_file.write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8")
+    write_jsonl(train_file, train)
     return FinetuneData(pairs, train, held_out, train_file, write_beir(out / "held_out", held_out))
 
 

@@ -73,7 +73,7 @@ class _Quadratic(TrainTask):
 
 def _config(num_steps, **nonfinite):
     c = base_config()
-    common.smoke_run(c)  # quiet, synchronous, a log row per step
+    common.quiet(c, log_every=1)
     c.num_steps = num_steps
     c.mesh.data = 1
     c.optimizer.learning_rate = 0.05

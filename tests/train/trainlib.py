@@ -40,8 +40,10 @@ def records(n: int = 48, num_negatives: int = 2, seed: int = 0) -> list[dict]:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    from embeddinggemma_jax import readers
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    readers.write_jsonl(path, rows)
     return path
 
 
