@@ -234,11 +234,12 @@ def _restore_checkpoint(path: str | Path) -> Any:
     import orbax.checkpoint as ocp
 
     def restore(p: Path) -> Any:  # as host numpy arrays: independent of the saving topology
-        ckptr = ocp.PyTreeCheckpointer()
-        meta = ckptr.metadata(str(p))
-        tree = getattr(getattr(meta, "item_metadata", None), "tree", meta)
+        # The item's own metadata: the checkpointer's would also look for a step's metadata
+        # inside the item folder and warn that it is missing.
+        meta = ocp.PyTreeCheckpointHandler().metadata(p)
+        tree = getattr(meta, "tree", meta)
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return ckptr.restore(str(p), restore_args=args)
+        return ocp.PyTreeCheckpointer().restore(str(p), restore_args=args)
 
     def is_item(p: Path) -> bool:
         return (p / "_METADATA").exists() or (p / "manifest.ocdbt").exists()
