@@ -55,6 +55,7 @@ class Embedder:
         max_length: int = 2048,
         tokenizer_files: str | Path | None = None,
         pack_length: int | str | None = "auto",
+        full_batches: bool = False,
     ):
         """
         Args:
@@ -68,6 +69,9 @@ class Embedder:
             no padding between texts, same embeddings); longer ones get rows of their own.
             None: one text per row. "auto": 512 on CPU and TPU; off on GPU, where cuDNN
             attention (padding masks only) is the faster path.
+          full_batches: every call pads to the full batch (rows) instead of the next power of
+            two: one compiled program per length bucket instead of several. For scoring many
+            small models, where compiling costs more than the padded rows (the recipe report).
         """
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
@@ -84,6 +88,7 @@ class Embedder:
         self.max_length = max_length
         self.tokenizer_files = tokenizer_files if tokenizer_files is not None else tokenizer.path
         self.pack_length = None if pack_length is None else min(pack_length, max_length)
+        self.full_batches = full_batches
         model = EmbeddingGemma(config)
         self._forward = jax.jit(lambda p, t, m: model.apply({"params": p}, t, m))
         self._forward_packed = jax.jit(
@@ -247,7 +252,7 @@ class Embedder:
             yield from self._packed_calls(ids, lengths, rows, batch_size)
         for length, rows in self._batches([lengths[i] for i in single], batch_size):
             members = [single[r] for r in rows]
-            num_rows = _row_count(len(members), batch_size)
+            num_rows = self._row_count(len(members), batch_size)
             tokens, mask = self.tokenizer.pad([ids[i] for i in members], length)
             tokens = np.pad(tokens, [(0, num_rows - len(members)), (0, 0)])
             mask = np.pad(mask, [(0, num_rows - len(members)), (0, 0)])
@@ -267,7 +272,7 @@ class Embedder:
             per_call = max(1, batch_size * PACKED_TOKENS_PER_TEXT // length)
             for start in range(0, len(group), per_call):
                 chunk = group[start : start + per_call]
-                num_rows = _row_count(len(chunk), per_call)
+                num_rows = self._row_count(len(chunk), per_call)
                 num_segments = 1 << math.ceil(math.log2(max(len(r) for r in chunk)))
                 arrays = pack_rows(ids, chunk, length, num_rows, self.tokenizer.pad_id)
                 slots = np.full((num_rows, num_segments), -1)
@@ -287,6 +292,11 @@ class Embedder:
             for start in range(0, len(rows), batch_size):
                 yield buckets[b], rows[start : start + batch_size]
 
+    def _row_count(self, rows: int, most: int) -> int:
+        """Rows of a call: `most` with full_batches, else the next power of two (at most
+        `most`), so a short last batch does not recompile per size."""
+        return most if self.full_batches else min(most, 1 << math.ceil(math.log2(rows)))
+
     @staticmethod
     def _collect(out, slots, emb, dim, bar) -> None:
         emb = np.asarray(emb).reshape(len(slots), -1)
@@ -294,9 +304,3 @@ class Embedder:
         emb = emb[used]
         out[slots[used]] = emb if dim is None else np.asarray(truncate(emb, dim))
         bar.update(int(used.sum()))
-
-
-def _row_count(rows: int, most: int) -> int:
-    """Rows of a call: the next power of two (at most `most`), so a short last batch does not
-    recompile per size."""
-    return min(most, 1 << math.ceil(math.log2(rows)))

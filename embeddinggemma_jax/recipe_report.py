@@ -59,7 +59,7 @@ class _Models:
         if e is None:
             e = Embedder(cfg, params, Tokenizer(tokenizer), prompts=dict(prompts),
                          max_length=min(self.max_length or cfg.max_length, cfg.max_length),
-                         pack_length=None)  # fmt: skip
+                         pack_length=None, full_batches=True)  # fmt: skip
             self._embedders[key] = e
         else:
             e.params = jax.device_put(params)

@@ -85,6 +85,22 @@ def test_embedder_packed_equals_one_text_per_row(tiny_model):
     )
 
 
+def test_full_batches_compile_once_per_length_and_embed_the_same(tiny_model):
+    cfg, params, tok = tiny_model
+    # 11 short texts (one bucket: a batch of 8, then 3) and 5 of the longest bucket.
+    texts = [f"query {i}" for i in range(11)] + [inspect.getdoc(json.dumps)] * 5
+    ref = Embedder(cfg, params, tok, max_length=64, pack_length=None)
+    full = Embedder(cfg, params, tok, max_length=64, pack_length=None, full_batches=True)
+    shapes = {ref: [], full: []}  # (rows, length) of each call's tokens
+    for e in (ref, full):
+        forward = e._forward
+        e._forward = lambda *a, f=forward, e=e: shapes[e].append(a[1].shape) or f(*a)
+    np.testing.assert_allclose(full.encode(texts, batch_size=8), ref.encode(texts, batch_size=8),
+                               atol=2e-6, rtol=0)  # fmt: skip
+    assert {rows for rows, _ in shapes[full]} == {8}  # one program per length bucket
+    assert len(set(shapes[ref])) > len(set(shapes[full])) == 2  # short batches: their own
+
+
 def test_embedder_pack_length_checked(tiny_model):
     cfg, params, tok = tiny_model
     with pytest.raises(ValueError, match="pack_length must be an int >= 2, None or 'auto'"):
