@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from embeddinggemma_jax.cache import write_atomic
 from embeddinggemma_jax.errors import LocatedError, UserError
 
 STAGES = (
@@ -54,12 +55,6 @@ STAGES = (
 TRAINED = ("causal_lm", "ul2", "prefinetune")  # where config.start may point
 DONE = "stage.json"
 TEXT = "text.jsonl"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _fmt_s(seconds: float) -> str:
@@ -142,7 +137,7 @@ class Recipe:
             outputs = STAGE_FUNCTIONS[stage](self)
             wall = time.perf_counter() - t0
             record = {"stage": stage, "wall_s": round(wall, 1), "outputs": outputs}
-            _write_atomic(self.dir(stage) / DONE, json.dumps(record, indent=2) + "\n")
+            write_atomic(self.dir(stage) / DONE, json.dumps(record, indent=2) + "\n")
             spent_expected += expected[stage]
             ratio = max(0.2, (time.perf_counter() - start) / max(spent_expected, 1.0))
             self.log(
@@ -257,7 +252,7 @@ def stage_data(r: Recipe) -> dict:
         texts += [t for row in rows for t in (row.get("query"), row.get("positive")) if t]
     random.Random(int(d.seed)).shuffle(texts)
     text = r.dir("data") / TEXT
-    _write_atomic(text, "".join(json.dumps({"text": t}) + "\n" for t in texts))
+    write_atomic(text, "".join(json.dumps({"text": t}) + "\n" for t in texts))
     return {"datasets": datasets, "eval_tasks": eval_tasks, "tokenizer": tokenizer,
             "text": str(text), "texts": len(texts)}  # fmt: skip
 
@@ -290,14 +285,19 @@ def stage_prefinetune(r: Recipe) -> dict:
 
 
 def stage_prefinetune_random(r: Recipe) -> dict:
-    """Pre-finetuning from random weights of the same shape as the UL2 encoder's."""
+    """Pre-finetuning from random weights of exactly the UL2-initialised model's shape (its
+    layer pattern, and its embedding table with the UL2 sentinel rows)."""
+    from embeddinggemma_jax import checkpoint
+    from embeddinggemma_jax.train.contrastive import SHAPE_FIELDS
+
     c = r.contrastive(r.config.prefinetune)
     _use_tokenizer(c, r.output("data")["tokenizer"], keep_shape=True)
+    _, info = checkpoint.load_model_info(r.output("prefinetune")["run"])
     with c.unlocked():
         c.init_from = ""
-        for k, v in r.config.causal_lm.model.items():
-            if v is not None and k in c.model:
-                c.model[k] = v
+        for k in SHAPE_FIELDS:
+            v = info["model_config"][k]
+            c.model[k] = tuple(v) if isinstance(v, list) else v
     return r.train(c, r.dir("prefinetune_random") / "run")
 
 

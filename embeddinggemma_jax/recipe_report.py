@@ -50,11 +50,13 @@ class _Models:
     def embedder(self, cfg, params, tokenizer: str, prompts: Mapping, quant: str | None):
         import jax
 
+        from embeddinggemma_jax.checkpoint import file_sha256
         from embeddinggemma_jax.embedder import Embedder
         from embeddinggemma_jax.text import Tokenizer
 
         cfg = dataclasses.replace(cfg, quant=quant, scan_layers=False)
-        key = (cfg, tokenizer, tuple(sorted(prompts.items())))
+        # By content: every run folder holds its own copy of the one tokenizer.
+        key = (cfg, file_sha256(tokenizer), tuple(sorted(prompts.items())))
         e = self._embedders.get(key)
         if e is None:
             e = Embedder(cfg, params, Tokenizer(tokenizer), prompts=dict(prompts),
