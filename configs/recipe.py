@@ -92,9 +92,10 @@ def _stages_quickstart(c, scale: float = 1.0) -> None:
     pre.data.global_batch_size = 256
     pre.grad_cache.chunk = 128
     # Held-out stdlib nDCG@10 after pre-finetuning from the UL2 encoder, by steps (2-core CPU,
-    # 2026-12-02): 120: 0.172, 180: 0.198, 240: 0.219; finetuning adds little to it.
-    pre.num_steps = steps(240)
-    pre.checkpoint.every = 80
+    # 2026-12-02): 120: 0.172, 180: 0.198, 240: 0.219; the soups of 180 and 240 both reached
+    # ~0.20, and 240 took the quickstart to 16 min.
+    pre.num_steps = steps(180)
+    pre.checkpoint.every = 60
     pre.eval.at_start = False
     common.quiet(pre, log_every=10)
     c.prefinetune = pre
@@ -165,8 +166,8 @@ def get_config(arg=None):
 
     # Seconds each stage took in the measured quickstart: the ETA of the progress lines.
     c.expected_s = ml_collections.ConfigDict(dict(
-        data=25, causal_lm=20, ul2=20, prefinetune=200, prefinetune_random=200, search=55,
-        finetune=160, soup=1, qat=40, export=2, report=40,
+        data=30, causal_lm=25, ul2=25, prefinetune=170, prefinetune_random=170, search=70,
+        finetune=190, soup=1, qat=55, export=2, report=45,
     ))  # fmt: skip
 
     if variant in ("quickstart", "test"):
