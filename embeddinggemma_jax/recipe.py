@@ -293,11 +293,11 @@ def stage_prefinetune_random(r: Recipe) -> dict:
     c = r.contrastive(r.config.prefinetune)
     _use_tokenizer(c, r.output("data")["tokenizer"], keep_shape=True)
     _, info = checkpoint.load_model_info(r.output("prefinetune")["run"])
+    shape = checkpoint._model_config(info)
     with c.unlocked():
         c.init_from = ""
         for k in SHAPE_FIELDS:
-            v = info["model_config"][k]
-            c.model[k] = tuple(v) if isinstance(v, list) else v
+            c.model[k] = getattr(shape, k)
     return r.train(c, r.dir("prefinetune_random") / "run")
 
 
