@@ -88,18 +88,17 @@ class FinetuneData(NamedTuple):
 
 
 def write_beir(folder: Path, rows: list[tuple[str, str, str]]) -> Path:
-    """(module, query, positive) rows as a retrieval task in the BEIR layout (corpus.jsonl,
-    queries.jsonl, qrels.tsv), which the evaluation reads as it is: query i -> document i."""
-    folder.mkdir(parents=True, exist_ok=True)
-    corpus = [{"_id": f"d{i}", "title": m, "text": p} for i, (m, _, p) in enumerate(rows)]
-    write_jsonl(folder / "corpus.jsonl", corpus)
-    write_jsonl(
-        folder / "queries.jsonl", [{"_id": f"q{i}", "text": q} for i, (_, q, _) in enumerate(rows)]
+    """(module, query, positive) rows as a retrieval task folder (BEIR files and task.json, named
+    after the folder): query i -> document i."""
+    from embeddinggemma_jax.eval.tasks import RetrievalTask
+
+    task = RetrievalTask(
+        name=folder.name,
+        corpus={f"d{i}": (m, p) for i, (m, _, p) in enumerate(rows)},
+        queries={f"q{i}": q for i, (_, q, _) in enumerate(rows)},
+        qrels={f"q{i}": {f"d{i}": 1} for i in range(len(rows))},
     )
-    (folder / "qrels.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(len(rows)))
-    )
-    return folder
+    return task.save(folder)
 
 
 def stdlib_finetune_data(out: Path, modules: list[str] = MODULES, seed: int = 1) -> FinetuneData:
