@@ -1,4 +1,5 @@
-"""Random-init options for a Gemma 3 stack trained from scratch (``config.random_init``).
+"""Initialisation options: a Gemma 3 stack trained from scratch (``config.random_init``), and a
+fresh head's whitened start (``config.head_init.whiten``).
 
 Gemma scales token embeddings by sqrt(D), so its 0.02 table std gives unit-RMS token vectors only
 at D ~ 2500; and full-size residual branches at step 0 bury the tokens' identity under random
@@ -42,3 +43,50 @@ def random_init_options(config: Any) -> tuple[float | None, float | None]:
     if r is None:
         return None, None
     return r.get("embedding_std"), r.get("residual_scale")
+
+
+def whitening(pooled_nd: Any, eps: float = 0.1) -> Any:
+    """[D, D] float64 matrix that maps pooled states to whitened ones: their mean direction
+    projected out, the rest scaled to unit variance per principal axis (each axis's variance
+    floored at `eps` x the mean variance, so near-empty axes are not blown up)."""
+    import numpy as np
+
+    p = np.asarray(pooled_nd, np.float64)
+    mean = p.mean(0)
+    u = mean / max(np.linalg.norm(mean), 1e-12)
+    project = np.eye(len(u)) - np.outer(u, u)
+    q = (p - mean) @ project
+    values, vectors = np.linalg.eigh(q.T @ q / len(q))
+    values = np.maximum(values, 0.0) + eps * max(values.mean(), 1e-12)
+    return project @ vectors @ np.diag(values**-0.5) @ vectors.T
+
+
+def whiten_head(params: dict, config: Any, tokens_bt: Any, mask_bt: Any) -> dict:
+    """`params` with the head's first projection preceded by the `whitening` of the encoder's
+    pooled states on the given texts (its Frobenius norm kept). A language model's pooled states
+    are anisotropic (the recipe's UL2 encoder: mean cosine 0.7 between texts, its top principal
+    axis ~450x the median variance); a fresh head passes that on, and contrastive training spends
+    its first steps undoing it (BERT-whitening, Su et al. 2021; all-but-the-top, Mu & Viswanath
+    2018). Every host must compute the same params, so the hosts' samples are pooled."""
+    import numpy as np
+
+    from embeddinggemma_jax.model.head import mean_pool
+    from embeddinggemma_jax.model.model import EmbeddingGemma
+
+    @jax.jit
+    def pooled(encoder, tokens, mask):
+        model = EmbeddingGemma(config)
+        x = model.apply({"params": {**params, "encoder": encoder}}, tokens, mask,
+                        method=EmbeddingGemma.token_states)  # fmt: skip
+        return mean_pool(x, mask).astype(jnp.float32)
+
+    p = pooled(params["encoder"], jnp.asarray(tokens_bt), jnp.asarray(mask_bt, bool))
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        p = multihost_utils.process_allgather(p, tiled=True)
+    w = np.asarray(params["head"]["dense_0"]["w"], np.float64)
+    new = whitening(p) @ w
+    new *= np.linalg.norm(w) / max(np.linalg.norm(new), 1e-12)
+    dense_0 = {**params["head"]["dense_0"], "w": jnp.asarray(new, jnp.float32)}
+    return {**params, "head": {**params["head"], "dense_0": dense_0}}

@@ -76,6 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
     # post-norms' 1 + scale; None: 1). Small values start a model from scratch close to its
     # skip path (pooled token embeddings), as SkipInit / ReZero do.
     c.random_init.residual_scale = config_dict.placeholder(float)
+    # A fresh head (random init or a UL2 encoder): its first projection starts with a whitening of
+    # the encoder's pooled states on the first training batch (`model.init.whiten_head`).
+    c.head_init = ml_collections.ConfigDict()
+    c.head_init.whiten = False
     c.model.dtype = "float32"  # compute dtype; params stay float32
     c.model.attention_impl = "auto"
     c.model.remat = "none"

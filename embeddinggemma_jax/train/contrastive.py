@@ -9,6 +9,10 @@ Model: `EmbeddingGemma`, initialised from (``config.init_from``)
 - anything else: a sentence-transformers / Hugging Face folder or hub id
   (`interop.load_sentence_transformer`), e.g. google/embeddinggemma-300m.
 
+A fresh head (random init, a UL2 encoder) starts whitened with ``config.head_init.whiten``: its
+first projection preceded by the whitening of the encoder's pooled states on the first training
+batch (`model.init.whiten_head`).
+
 ``config.model``'s execution fields (`model.config.EXECUTION_FIELDS`) always apply; its shape fields
 only to random init. Data: `embeddinggemma_jax.data` (``config.data``). Objective:
 `losses.embeddinggemma_loss` with ``config.loss`` (Matryoshka dims default to the model's), with
@@ -95,6 +99,7 @@ def model_config_from(model_cfg: Any, vocab_size: int | None = None) -> ModelCon
 
 
 HEAD_FIELDS = ("head_dims", "matryoshka_dims")
+FRESH_HEAD = ("random", "ul2")  # init kinds whose head starts random
 
 
 def _with_head(base: ModelConfig, changes: dict[str, Any]) -> ModelConfig:
@@ -331,6 +336,26 @@ class ContrastiveTask(TrainTask):
         return param_logical_axes(self.model_config)
 
     def initial_params(self, rng, shardings):
+        params = self._initial_params(rng, shardings)
+        head_init = self.config.get("head_init")
+        if head_init is not None and head_init.get("whiten") and self._init_kind in FRESH_HEAD:
+            params = jax.device_put(self._whitened_head(params), shardings)
+        return params
+
+    def _whitened_head(self, params):
+        """`model.init.whiten_head` on the first training batch's queries and positives."""
+        from embeddinggemma_jax.model.init import whiten_head
+
+        batch = next(iter(self.data_iterator(0)))
+        rows = [batch[role] for role in ("query", "positive")]
+        width = max(r["tokens"].shape[1] for r in rows)
+        tokens, mask = (
+            np.concatenate([np.pad(r[k], ((0, 0), (0, width - r[k].shape[1]))) for r in rows])
+            for k in ("tokens", "mask")
+        )
+        return whiten_head(params, self.model_config, tokens, mask)
+
+    def _initial_params(self, rng, shardings):
         if self._init_kind == "random":
             from embeddinggemma_jax.model.init import apply_random_init, random_init_options
 
