@@ -92,10 +92,9 @@ def _stages_quickstart(c, scale: float = 1.0) -> None:
     pre.data.global_batch_size = 256
     pre.grad_cache.chunk = 128
     # Held-out stdlib nDCG@10 after pre-finetuning from the UL2 encoder, by steps (2-core CPU,
-    # 2026-12-02): 120: 0.172, 180: 0.198, 240: 0.219. 240 steps with 60-step finetunes (120)
-    # take the same time as 180 with 120, and lift the soup's test mean from 0.235 to 0.278
-    # (bench/RESULTS.md).
-    pre.num_steps = steps(240)
+    # 2026-12-02): 120: 0.172, 180: 0.198, 240: 0.219; the soups of 180 and 240 both reached
+    # ~0.20, and 240 took the quickstart to 16 min.
+    pre.num_steps = steps(180)
     pre.checkpoint.every = 60
     pre.eval.at_start = False
     common.quiet(pre, log_every=10)
@@ -112,7 +111,7 @@ def _stages_quickstart(c, scale: float = 1.0) -> None:
     c.search = search
 
     c.finetune = ml_collections.ConfigDict()
-    c.finetune.num_steps = steps(60)
+    c.finetune.num_steps = steps(120)
     c.finetune.global_batch_size = 128
     c.finetune.learning_rate = 3e-3
 
