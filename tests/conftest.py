@@ -7,12 +7,14 @@ from pathlib import Path
 import jax
 import pytest
 
+from embeddinggemma_jax import cache
+
 REPO = Path(__file__).resolve().parents[1]
 
 # The package cache (built datasets, tokenizers) of the tests is the repo's own, never the user's:
 # the tests build small variants of the quickstart's datasets, and a build with other settings
 # replaces the cached one, under a finished quickstart workdir that still points at it.
-os.environ["EMBEDDINGGEMMA_JAX_CACHE"] = str(REPO / ".cache")
+os.environ[cache.ENV] = str(REPO / ".cache")
 
 # Share compiled programs between test processes and between models of the same shapes (the
 # real-weight tests build several 300m Embedders): compiling dominates their CPU time.

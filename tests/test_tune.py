@@ -105,7 +105,6 @@ def _env():
     env = dict(
         os.environ,
         JAX_PLATFORMS="cpu",
-        EMBEDDINGGEMMA_JAX_CACHE=str(REPO / ".cache"),
         JAX_DISABLE_MOST_OPTIMIZATIONS="1",
     )
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

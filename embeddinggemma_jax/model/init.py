@@ -74,13 +74,12 @@ def whiten_head(params: dict, config: Any, tokens_bt: Any, mask_bt: Any) -> dict
     from embeddinggemma_jax.model.model import EmbeddingGemma
 
     @jax.jit
-    def pooled(encoder, tokens, mask):
-        model = EmbeddingGemma(config)
-        x = model.apply({"params": {**params, "encoder": encoder}}, tokens, mask,
-                        method=EmbeddingGemma.token_states)  # fmt: skip
+    def pooled(params, tokens, mask):
+        x = EmbeddingGemma(config).apply({"params": params}, tokens, mask,
+                                         method=EmbeddingGemma.token_states)  # fmt: skip
         return mean_pool(x, mask).astype(jnp.float32)
 
-    p = pooled(params["encoder"], jnp.asarray(tokens_bt), jnp.asarray(mask_bt, bool))
+    p = pooled(params, jnp.asarray(tokens_bt), jnp.asarray(mask_bt, bool))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

